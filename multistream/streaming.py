@@ -1,0 +1,82 @@
+"""Streaming state for modules that run frame by frame.
+
+Every module that must remember something between calls (a causal conv's left context, an attention KV cache, a
+frame counter) subclasses `StreamingModule` and returns a typed state dataclass from `_init_streaming_state`.
+`with module.streaming(batch_size):` creates the state of the module and of every streaming descendant, and drops
+it on exit, so the same module serves the training forward (no state) and step-by-step inference (state).
+This is the shape of moshi's `modules/streaming.py`, written for this project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+
+@dataclasses.dataclass
+class StreamingState:
+    """Base state: subclasses add their own fields (caches, counters)."""
+
+    batch_size: int
+
+
+class StreamingModule(nn.Module):
+    """An nn.Module with an optional streaming state (None outside `streaming()`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streaming_state: Any = None
+        self._streaming_active = False
+
+    def _init_streaming_state(self, batch_size: int) -> StreamingState | None:
+        """Return this module's fresh state; None for a module that only hosts streaming children."""
+        return None
+
+    @property
+    def is_streaming(self) -> bool:
+        return self._streaming_active
+
+    @property
+    def state(self) -> Any:
+        return self._streaming_state
+
+    def _streaming_modules(self) -> Iterator[StreamingModule]:
+        for m in self.modules():
+            if isinstance(m, StreamingModule):
+                yield m
+
+    def _start_streaming(self, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"streaming batch_size must be >= 1, got {batch_size}")
+        for m in self._streaming_modules():
+            if m.is_streaming:
+                raise RuntimeError(f"{type(m).__name__} is already streaming; nested streaming() is not allowed")
+        for m in self._streaming_modules():
+            m._streaming_state = m._init_streaming_state(batch_size)
+            m._streaming_active = True
+
+    def _stop_streaming(self) -> None:
+        for m in self._streaming_modules():
+            m._streaming_state = None
+            m._streaming_active = False
+
+    @contextmanager
+    def streaming(self, batch_size: int = 1) -> Iterator[None]:
+        """Run this module (and its streaming children) step by step inside the block."""
+        self._start_streaming(batch_size)
+        try:
+            yield
+        finally:
+            self._stop_streaming()
+
+    def reset_streaming(self) -> None:
+        """Start a new sequence without leaving the `streaming()` block."""
+        if not self.is_streaming:
+            raise RuntimeError("reset_streaming() called outside a streaming() block")
+        for m in self._streaming_modules():
+            if m._streaming_state is not None:
+                m._streaming_state = m._init_streaming_state(m._streaming_state.batch_size)
