@@ -1,0 +1,179 @@
+"""The multistream RQ-Transformer: a temporal transformer over frames and a depth transformer within a frame.
+
+Training forward (this file) and the one-frame inference step (`generate.py`) share the same modules.
+
+At frame position t the temporal transformer sees the sum of the embeddings of every codebook of every stream at
+(delayed) frame t-1 (`initial_id` at t=0), so that predicting frame t never sees any stream's frame t. Its output
+h_t predicts the first predicted codebook directly (Moshi's text head); each further predicted codebook j >= 1 is a
+step of the depth transformer whose input is `depth_in[j](h_t) + depth_emb[j](token_{j-1})`, the previous
+predicted codebook of the same frame (teacher-forced in training, sampled in inference).
+
+Dimension legend:
+    B batch, T frames, D temporal width, E depth width, K codebooks of one stream, P predicted codebooks,
+    V vocabulary of one codebook, F continuous feature dim
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from multistream.streaming import StreamingModule
+from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay
+from multistream.transformer import StreamingTransformer, TransformerConfig
+
+
+@dataclasses.dataclass
+class LMConfig:
+    streams: StreamSet
+    temporal: TransformerConfig = dataclasses.field(default_factory=TransformerConfig)
+    depth: TransformerConfig = dataclasses.field(default_factory=lambda: TransformerConfig(d_model=128))
+    adapter_hidden: int = 0  # hidden width of continuous-stream adapters; 0 = temporal d_model
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if isinstance(self.streams, tuple | list):
+            self.streams = StreamSet(tuple(self.streams))
+        if not isinstance(self.streams, StreamSet):
+            raise ValueError(f"streams must be a StreamSet, got {type(self.streams).__name__}")
+        n_depth = self.streams.num_predicted - 1
+        wps = self.depth.weights_per_step
+        if wps and wps != n_depth:
+            raise ValueError(f"depth.weights_per_step={wps} must equal the depth steps ({n_depth} = predicted "
+                             f"codebooks - 1) or 0")
+
+
+@dataclasses.dataclass
+class LMOutput:
+    logits: dict[str, torch.Tensor]  # per predicted stream: [B, K, T, V], aligned with targets
+    targets: dict[str, torch.Tensor]  # per predicted stream: [B, K, T] delayed tokens
+    mask: dict[str, torch.Tensor]  # per predicted stream: [B, K, T] bool, True where the target counts
+
+
+class Adapter(nn.Module):
+    """LLaMA-Omni-style projector: continuous features [B, T, F] -> [B, T, D]."""
+
+    def __init__(self, f: int, hidden: int, d: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(f, hidden), nn.GELU(), nn.Linear(hidden, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def embed_or_zero(emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """Embedding lookup where ZERO_ID ("no input") gives a zero vector. ids [...] -> [..., D]."""
+    zero = ids == ZERO_ID
+    out = emb(ids.clamp_min(0))
+    return out.masked_fill(zero[..., None], 0.0)
+
+
+class RQTransformer(StreamingModule):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ss = cfg.streams
+        d = cfg.temporal.d_model
+        # one embedding table per token codebook, in stream order (initial_id is the extra last row)
+        self.embs = nn.ModuleList(
+            nn.Embedding(s.vocab_size + 1, d) for s in ss.token_streams for _ in range(s.num_codebooks)
+        )
+        hidden = cfg.adapter_hidden or d
+        self.adapters = nn.ModuleDict({s.name: Adapter(s.feature_dim, hidden, d) for s in ss if s.continuous})
+        self.temporal = StreamingTransformer(cfg.temporal)
+        self.out_norm = nn.RMSNorm(d, eps=1e-5)
+        # the predicted codebooks in generation order: (spec, codebook index within its stream)
+        self.pred: list[tuple[StreamSpec, int]] = [(s, k) for s in ss.predicted for k in range(s.num_codebooks)]
+        self.head0 = nn.Linear(d, self.pred[0][0].vocab_size, bias=False)
+        n_depth = len(self.pred) - 1
+        e = cfg.depth.d_model
+        self.depth_in = nn.ModuleList(nn.Linear(d, e, bias=False) for _ in range(n_depth))
+        self.depth_emb = nn.ModuleList(nn.Embedding(self.pred[j][0].vocab_size + 1, e) for j in range(n_depth))
+        self.depth = StreamingTransformer(cfg.depth) if n_depth else None
+        self.depth_norm = nn.RMSNorm(e, eps=1e-5) if n_depth else None
+        self.depth_heads = nn.ModuleList(
+            nn.Linear(e, self.pred[j + 1][0].vocab_size, bias=False) for j in range(n_depth)
+        )
+        self.apply(self._init)
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=self.cfg.init_std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=self.cfg.init_std)
+
+    @property
+    def streams(self) -> StreamSet:
+        return self.cfg.streams
+
+    # ---- pieces shared by the training forward and the inference step ----
+
+    def embed_frames(self, tokens: list[torch.Tensor], features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of embeddings. tokens: per token codebook [B, T] (already delayed and shifted); features: per
+        continuous stream [B, T, F] (already delayed and shifted, zeros where absent) -> [B, T, D]."""
+        x = embed_or_zero(self.embs[0], tokens[0])
+        for emb, ids in zip(self.embs[1:], tokens[1:], strict=True):
+            x = x + embed_or_zero(emb, ids)
+        for name, f in features.items():
+            x = x + self.adapters[name](f)
+        return x
+
+    def depth_logits(self, h: torch.Tensor, prev: list[torch.Tensor], start: int) -> list[torch.Tensor]:
+        """Depth steps start..start+len(prev)-1 (1-based predicted-codebook index j).
+
+        h [N, D] temporal output per frame; prev[i] [N] token of predicted codebook (start + i - 1) -> logits of
+        predicted codebooks start..: list of [N, V]. Outside streaming this must start at 1 (whole frame).
+        """
+        assert self.depth is not None and self.depth_norm is not None
+        xs = [self.depth_in[j - 1](h) + embed_or_zero(self.depth_emb[j - 1], p) for j, p in enumerate(prev, start)]
+        x = torch.stack(xs, dim=1)  # [N, S, E]
+        y = self.depth_norm(self.depth(x))  # [N, S, E]
+        return [self.depth_heads[j - 1](y[:, i]) for i, j in enumerate(range(start, start + len(prev)))]
+
+    # ---- training forward ----
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> LMOutput:
+        """batch: per stream tokens [B, K, T] (undelayed) or features [B, T, F]. Returns logits aligned with the
+        delayed targets; frames a delay leaves empty are masked out."""
+        ss = self.streams
+        b, t = ss.check_batch(batch)
+        tokens: list[torch.Tensor] = []
+        targets: dict[str, torch.Tensor] = {}
+        mask: dict[str, torch.Tensor] = {}
+        for s in ss.token_streams:
+            x = batch[s.name].long()
+            dl, valid = delay(x, s.delays, fill=s.initial_id)  # [B, K, T]
+            if s.predicted:
+                targets[s.name] = dl
+                mask[s.name] = valid & (dl != ZERO_ID)
+            inp = torch.cat([dl.new_full((b, s.num_codebooks, 1), s.initial_id), dl[:, :, :-1]], dim=2)  # [B,K,T]
+            tokens.extend(inp.unbind(1))
+        features = {}
+        for s in ss:
+            if s.continuous:
+                f = batch[s.name]
+                shift = s.delays[0] + 1
+                features[s.name] = torch.cat([f.new_zeros(b, min(shift, t), f.shape[2]), f[:, : max(t - shift, 0)]],
+                                             dim=1)  # [B, T, F]
+        h = self.out_norm(self.temporal(self.embed_frames(tokens, features)))  # [B, T, D]
+
+        all_logits = [self.head0(h)]  # [B, T, V]
+        if self.depth is not None:
+            flat_t = [rearrange(targets[s.name][:, k], "b t -> (b t)") for s, k in self.pred[:-1]]  # [B*T]
+            hf = rearrange(h, "b t d -> (b t) d")  # [B*T, D]
+            for lg in self.depth_logits(hf, flat_t, 1):
+                all_logits.append(rearrange(lg, "(b t) v -> b t v", b=b))  # [B, T, V]
+        logits: dict[str, torch.Tensor] = {}
+        i = 0
+        for s in ss.predicted:
+            logits[s.name] = torch.stack(all_logits[i : i + s.num_codebooks], dim=1)  # [B, K, T, V]
+            i += s.num_codebooks
+        return LMOutput(logits=logits, targets=targets, mask=mask)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
