@@ -167,12 +167,11 @@ def _espeak(text: str, tokens: list[str], voice: Voice):
     eng = _espeak_instance
     audio, events = eng.synth(text, voice)
     sr, n = eng.sr, len(audio)
-    # char offset (0-based) -> token index
-    owner = np.full(len(text) + 1, -1)
-    pos = 0
-    for i, tok in enumerate(tokens):
+    # 0-based char offset where each token starts
+    tok_pos, pos = [], 0
+    for tok in tokens:
         pos = text.index(tok, pos)
-        owner[pos:pos + len(tok)] = i
+        tok_pos.append(pos)
         pos += len(tok)
     # phones with [start, end) in samples; the last phone ends at the end of the audio
     ph = [(p, s) for t, _, s, p in events if t == _EV_PHONEME]
@@ -181,24 +180,32 @@ def _espeak(text: str, tokens: list[str], voice: Voice):
         e = ph[k + 1][1] if k + 1 < len(ph) else n
         if e > s:
             phones.append((PAUSE if p.startswith("_") else p, s / sr, e / sr))
-    # word events start a word; it owns the phones until the next word event
-    starts: dict[int, list[float]] = {}
-    ends: dict[int, float] = {}
-    word_events = [(tp, s) for t, tp, s, _ in events if t == _EV_WORD]
-    for k, (tp, s) in enumerate(word_events):
-        idx = int(owner[min(max(tp - 1, 0), len(text) - 1)])
-        if idx < 0:
+    # A word event starts a word and owns the phones up to the next word event. espeak sometimes speaks several
+    # tokens as one word ("of the"): those tokens share the event's phones, split in proportion to their length.
+    word_events = [(tp - 1, s) for t, tp, s, _ in events if t == _EV_WORD]
+    if not word_events:
+        raise RuntimeError(f"espeak-ng gave no word events for {text!r}")
+    words: list[tuple[str, float, float] | None] = [None] * len(tokens)
+    for k, (cp, s) in enumerate(word_events):
+        next_cp, nxt = word_events[k + 1] if k + 1 < len(word_events) else (len(text) + 1, n + 1)
+        first = k == 0
+        mine = [i for i, tp in enumerate(tok_pos) if (first or tp >= cp) and tp < next_cp and words[i] is None]
+        if not mine:
             continue
-        nxt = word_events[k + 1][1] if k + 1 < len(word_events) else n + 1
-        own = [(p, a, b) for p, a, b in phones if s / sr <= a < nxt / sr and p != PAUSE]
-        start = own[0][1] if own else s / sr
-        end = own[-1][2] if own else min(nxt, n) / sr
-        starts.setdefault(idx, []).append(start)
-        ends[idx] = max(ends.get(idx, 0.0), end)
-    missing = [tokens[i] for i in range(len(tokens)) if i not in starts]
+        own = [(a, b) for p, a, b in phones if s / sr <= a < nxt / sr and p != PAUSE]
+        if not own:
+            own = [(s / sr, min(nxt, n) / sr)]
+        weights = np.cumsum([max(1, sum(c.isalnum() for c in tokens[i])) for i in mine], dtype=float)
+        bounds = np.round(weights / weights[-1] * len(own)).astype(int)
+        lo = 0
+        for i, hi in zip(mine, bounds, strict=True):
+            hi = min(max(hi, lo + 1), len(own))
+            seg = own[min(lo, len(own) - 1): hi]
+            words[i] = (tokens[i], seg[0][0], seg[-1][1])
+            lo = hi
+    missing = [tokens[i] for i, w in enumerate(words) if w is None]
     if missing:
         raise RuntimeError(f"espeak-ng gave no word event for tokens {missing} of {text!r}")
-    words = [(tok, min(starts[i]), ends[i]) for i, tok in enumerate(tokens)]
     return audio, sr, words, phones
 
 

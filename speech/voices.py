@@ -45,7 +45,7 @@ class Voice:
 AGENT_VOICE = Voice("agent-festival-slt", "festival", "cmu_us_slt_arctic_hts")
 
 # espeak accents and variants; the held-out lists share nothing with the training lists.
-_ESPEAK_TRAIN_BASES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+_ESPEAK_TRAIN_BASES = ("en-us", "en", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 _ESPEAK_TRAIN_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f4", "f5", "klatt")
 _ESPEAK_HELDOUT_BASES = ("en-gb-scotland", "en-029", "en-us-nyc")
 _ESPEAK_HELDOUT_VARIANTS = ("m6", "f3", "klatt2")
