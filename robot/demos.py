@@ -1,0 +1,166 @@
+"""Expert demonstrations: roll out the scripted experts (in parallel worker processes) and append whole episodes to
+a `multistream.store.EpisodeStore`.
+
+Per step t of an episode the store holds the observation before the action (every key of `envs.features`), the
+clean expert action `action` (the label; DART-style when noise is injected) and the executed one
+`action.executed`, the reward `next.reward` and success flag `next.success` after the action. Per episode, the
+metadata holds the seed, the instruction text and its split, the canonical target/goal and the length.
+
+Resuming: episode i is rolled out from seed `seed + k` for increasing k; the store's episode metadata records the
+seeds done, so a rerun after a crash or kill continues after the largest recorded seed until `episodes` are stored.
+By default only successful episodes are kept (a seed whose expert fails is skipped deterministically).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from envs import features as F
+from envs.base import EnvConfig
+from multistream.store import EpisodeStore
+from robot.experts import ExpertConfig, make_expert, run_episode
+
+OBS_KEYS = (F.IMAGE_FRONT, F.STATE, F.GRIPPER, F.FORCE, F.TOUCH)
+ACTION_EXECUTED = "action.executed"
+REWARD = "next.reward"
+SUCCESS = "next.success"
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    task: str = "push"  # key of envs.TASK_IDS
+    episodes: int = 10  # number of episodes the store should hold when done
+    seed: int = 0  # first seed
+    workers: int = 1  # worker processes
+    image_size: int = 64  # square camera images
+    instruction_split: str = "train"
+    noise_std: float = 0.0  # expert noise injection (see robot.experts.ExpertConfig)
+    perturb_prob: float = 0.0
+    keep_failures: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in envs.TASK_IDS:
+            raise ValueError(f"unknown task {self.task!r}; known: {sorted(envs.TASK_IDS)}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not 8 <= self.image_size <= 512:
+            raise ValueError(f"image_size must be in [8, 512], got {self.image_size}")
+
+
+def episode_arrays(result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Stack the recorded steps of `run_episode` into `[T, ...]` arrays keyed for the store."""
+    steps = result["steps"]
+    out = {k: np.stack([s["obs"][k] for s in steps]) for k in OBS_KEYS if k in steps[0]["obs"]}
+    out[F.ACTION] = np.stack([s["action"] for s in steps]).astype(np.float32)
+    out[ACTION_EXECUTED] = np.stack([s["action_executed"] for s in steps]).astype(np.float32)
+    out[REWARD] = np.array([s["reward"] for s in steps], dtype=np.float32)
+    out[SUCCESS] = np.array([s["success"] for s in steps], dtype=bool)
+    return out
+
+
+def episode_meta(result: dict[str, Any], seed: int) -> dict[str, Any]:
+    info = result["info"]
+    meta = {
+        "seed": int(seed),
+        "task": info["task"],
+        "instruction": info["instruction"],
+        "instruction_split": info["instruction_split"],
+        "target": info["target"],
+        "success": result["success"],
+        "length": result["length"],
+    }
+    if "goal" in info:
+        meta["goal"] = info["goal"]
+    return meta
+
+
+# ---- worker processes: one env + expert each -------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: CollectConfig) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    env_cfg = EnvConfig(image_size=(cfg.image_size, cfg.image_size), instruction_split=cfg.instruction_split)
+    env = gym.make(envs.TASK_IDS[cfg.task], config=env_cfg)
+    _WORKER.update(env=env, cfg=cfg)
+
+
+def _rollout(seed: int) -> tuple[int, dict[str, np.ndarray] | None, dict[str, Any]]:
+    cfg: CollectConfig = _WORKER["cfg"]
+    env = _WORKER["env"]
+    expert = make_expert(
+        env, ExpertConfig(noise_std=cfg.noise_std, perturb_prob=cfg.perturb_prob, seed=seed + 1_000_003)
+    )
+    result = run_episode(env, expert, seed)
+    meta = {**episode_meta(result, seed), "noise_std": cfg.noise_std, "perturb_prob": cfg.perturb_prob}
+    keep = result["success"] or cfg.keep_failures
+    return seed, (episode_arrays(result) if keep else None), meta
+
+
+def _seed_batches(start: int, batch: int) -> Iterator[list[int]]:
+    while True:
+        yield list(range(start, start + batch))
+        start += batch
+
+
+def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+    """Fill (or resume filling) the store at `out` with `cfg.episodes` expert episodes; returns a summary."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    attrs = {"task": cfg.task, "env_id": envs.TASK_IDS[cfg.task], "collect": dataclasses.asdict(cfg)}
+    if out.exists():
+        store = EpisodeStore.open(out, mode="a")
+        if store.attrs.get("task") != cfg.task:
+            raise ValueError(f"{out} holds task {store.attrs.get('task')!r}, not {cfg.task!r}; use another --out")
+        done = [store.episode_meta(i)["seed"] for i in range(store.num_episodes)]
+        next_seed = max(done) + 1 if done else cfg.seed
+    else:
+        store = EpisodeStore.create(out, fps=EnvConfig().frame_rate, attrs=attrs)
+        next_seed = cfg.seed
+    attempted = failed = 0
+    need = cfg.episodes - store.num_episodes
+    bar = tqdm(total=cfg.episodes, initial=store.num_episodes, desc=f"collect {cfg.task}", disable=not progress)
+    pool = (
+        mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) if cfg.workers > 1 else None
+    )
+    if pool is None:
+        _init_worker(cfg)
+    try:
+        for seeds in _seed_batches(next_seed, max(need + cfg.workers, 2 * cfg.workers)):
+            results = pool.imap(_rollout, seeds) if pool is not None else map(_rollout, seeds)
+            for _seed, arrays, meta in results:
+                attempted += 1
+                failed += not meta["success"]
+                if arrays is not None:
+                    store.append_episode(arrays, meta)
+                    bar.update(1)
+                if store.num_episodes >= cfg.episodes:
+                    break
+            if store.num_episodes >= cfg.episodes:
+                break
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if "env" in _WORKER and pool is None:
+            _WORKER.pop("env").close()
+    return {
+        "out": str(out),
+        "episodes": store.num_episodes,
+        "steps": store.num_steps,
+        "attempted_this_run": attempted,
+        "failed_this_run": failed,
+    }
