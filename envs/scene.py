@@ -101,7 +101,7 @@ def scene_xml(timestep: float = 0.005, offwidth: int = 640, offheight: int = 480
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{timestep}" integrator="implicitfast" cone="elliptic" impratio="5"/>
   <visual>
-    <quality shadowsize="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="6" numquads="1"/>
     <global offwidth="{offwidth}" offheight="{offheight}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
