@@ -17,9 +17,9 @@ from envs.instructions import make_instruction
 
 MAX_EPISODE_STEPS = 100  # 8 s at 12.5 Hz
 TARGETS = ("bowl", "plate")
-FIXTURE_Y = (0.19, 0.23)  # |y| range of the fixtures' centers
+FIXTURE_Y = (0.20, 0.23)  # |y| range of the fixtures' centers
 FIXTURE_X = (-0.06, 0.12)
-OBJECT_Y = 0.10  # objects start within |y| <= OBJECT_Y
+OBJECT_Y = 0.08  # objects start within |y| <= OBJECT_Y
 
 
 def default_config() -> EnvConfig:

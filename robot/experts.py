@@ -48,15 +48,31 @@ def wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
 
-def grasp_yaw(obj_yaw: float, spec: scene.ObjectSpec, current: float) -> float:
-    """Hand yaw that closes the fingers (along the hand's y) across the object's narrow side, nearest `current`,
-    within the controller's yaw range."""
+FINGER_REACH = 0.055  # open fingertips' distance from the grasp center, along the hand's y
+
+
+def grasp_yaw(
+    obj_pos: np.ndarray, obj_yaw: float, spec: scene.ObjectSpec, current: float, obstacles: np.ndarray | None = None
+) -> float:
+    """Hand yaw that closes the fingers (along the hand's y) across the object's narrow side, within the
+    controller's yaw range: among the symmetric choices, the one whose open fingertips keep clear of `obstacles`
+    (points `[N, 2]`), then the one nearest `current`."""
     if spec.symmetry == 0.0:  # round: any yaw
-        return float(np.clip(current, -1.5, 1.5))
-    base = obj_yaw + (math.pi / 2 if spec.name == "bar" else 0.0)  # bar: narrow along its local x
-    cands = [base + k * spec.symmetry for k in range(-8, 9)]
-    cands = [c for c in cands if -1.6 <= c <= 1.6]
-    return float(min(cands, key=lambda c: abs(c - current)))
+        cands = list(np.linspace(-1.5, 1.5, 13)) + [float(np.clip(current, -1.5, 1.5))]
+    else:
+        base = obj_yaw + (math.pi / 2 if spec.name == "bar" else 0.0)  # bar: narrow along its local x
+        cands = [base + k * spec.symmetry for k in range(-8, 9)]
+        cands = [c for c in cands if -1.6 <= c <= 1.6]
+
+    def cost(yaw: float) -> float:
+        clearance = 0.05
+        if obstacles is not None and len(obstacles):
+            hand_y = np.array([-math.sin(yaw), math.cos(yaw)])
+            tips = np.stack([obj_pos[:2] + FINGER_REACH * hand_y, obj_pos[:2] - FINGER_REACH * hand_y])
+            clearance = min(clearance, float(np.linalg.norm(tips[:, None] - obstacles[None], axis=-1).min()))
+        return -clearance + 0.01 * abs(yaw - current)
+
+    return float(min(cands, key=cost))
 
 
 class Expert:
@@ -144,6 +160,18 @@ class PushExpert(Expert):
 
 
 class PickPlaceExpert(Expert):
+    def _obstacles(self, priv, name: str) -> np.ndarray:
+        """Points the open fingers should avoid: the other objects' centers and points along the bowl walls."""
+        pts = []
+        for other, o in priv["objects"].items():
+            if other != name:
+                pts.append(o["pos"][:2])
+        bowl = self.env.fixture_xy["bowl"]
+        r = scene.BOWL_INNER + 0.005
+        for t in np.linspace(-r, r, 9):
+            pts += [bowl + (t, -r), bowl + (t, r), bowl + (-r, t), bowl + (r, t)]
+        return np.array(pts)
+
     def plan(self, priv):
         env: PickPlaceEnv = self.env
         name = priv["target"]
@@ -151,7 +179,7 @@ class PickPlaceExpert(Expert):
         obj = priv["objects"][name]
         p, ee = obj["pos"], priv["ee_pos"]
         goal = env.fixture_xy[env.goal]
-        yaw = grasp_yaw(obj["yaw"], spec, priv["ee_target_yaw"])
+        yaw = grasp_yaw(p, obj["yaw"], spec, priv["ee_target_yaw"], self._obstacles(priv, name))
         grasp_z = spec.half_height + 0.002
         held = env.fingers_touch(name) == 2
         ph = self.phase
