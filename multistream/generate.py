@@ -70,6 +70,7 @@ class Generator:
         self.sampling = {s.name: per.get(s.name, default) for s in self.ss.predicted}
         p = next(model.parameters())
         self.device = p.device
+        self.dtype = p.dtype  # a model cast to bf16 runs in bf16 without autocast's per-call weight casts
         self.rng = torch.Generator(device=self.device)
         if seed is not None:
             self.rng.manual_seed(seed)
@@ -105,7 +106,7 @@ class Generator:
         b = self.batch_size
         self.prev_tokens = [torch.full((b,), s.initial_id, dtype=torch.long, device=self.device)
                             for s in self.ss.token_streams for _ in range(s.num_codebooks)]
-        self.prev_features = {s.name: torch.zeros(b, s.feature_dim, device=self.device)
+        self.prev_features = {s.name: torch.zeros(b, s.feature_dim, device=self.device, dtype=self.dtype)
                               for s in self.ss if s.continuous}
         self._forced_prev: dict[str, bool] = {}
 
@@ -118,7 +119,7 @@ class Generator:
             if x.shape != (b, spec.feature_dim):
                 raise ValueError(f"stream {name!r}: expected a frame of features [{b}, {spec.feature_dim}], "
                                  f"got {tuple(x.shape)}")
-            return x.to(self.device, torch.float32)
+            return x.to(self.device, self.dtype)
         if x.shape != (b, spec.num_codebooks):
             raise ValueError(f"stream {name!r}: expected a frame of tokens [{b}, {spec.num_codebooks}], "
                              f"got {tuple(x.shape)}")
@@ -215,7 +216,7 @@ class Generator:
                 src = self.t - s.delays[0]
                 hist = self.history[s.name]
                 self.prev_features[s.name] = hist[len(hist) - 1 - (self.t - src)] if src >= 0 else \
-                    torch.zeros(self.batch_size, s.feature_dim, device=self.device)
+                    torch.zeros(self.batch_size, s.feature_dim, device=self.device, dtype=self.dtype)
         i = 0
         self.last_logits = {}
         for s in self.ss.predicted:

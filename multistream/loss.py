@@ -31,7 +31,8 @@ def lm_loss(out: LMOutput, streams: StreamSet) -> LossOutput:
     for spec in streams.predicted:
         logits = out.logits[spec.name].float()  # [B, K, T, V]
         tgt, mask = out.targets[spec.name], out.mask[spec.name]  # [B, K, T]
-        ce = F.cross_entropy(logits.flatten(0, 2), tgt.clamp_min(0).flatten(), reduction="none")
+        safe = torch.where(mask, tgt, 0)  # masked positions may hold initial_id / ZERO_ID: not real classes
+        ce = F.cross_entropy(logits.flatten(0, 2), safe.flatten(), reduction="none")
         ce = ce.view_as(tgt)  # [B, K, T]
         w = mask.float()
         if spec.codebook_weights is not None:

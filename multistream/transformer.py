@@ -70,12 +70,17 @@ class TransformerConfig:
         return 2 * h // 3 if self.gated else h
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding on x [B, H, T, Dh] at integer positions [T] (interleaved-halves convention)."""
-    half = x.shape[-1] // 2
-    freqs = torch.exp(-math.log(theta) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """cos, sin [T, Dh/2] for integer positions [T]; computed once per transformer call, shared by all layers."""
+    half = head_dim // 2
+    freqs = torch.exp(-math.log(theta) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
     angles = positions.to(torch.float32)[:, None] * freqs[None, :]  # [T, Dh/2]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on x [B, H, T, Dh] (rotate-halves convention)."""
+    half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -129,7 +134,7 @@ class Attention(StreamingModule):
     def _init_streaming_state(self, batch_size: int) -> KVCacheState:
         return KVCacheState(batch_size=batch_size)
 
-    def forward(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = x.shape
         qkv = self.qkv(x, offset)  # [B, T, (H + 2G) * Dh]
@@ -138,9 +143,8 @@ class Attention(StreamingModule):
         q = rearrange(q, "b t (h e) -> b h t e", h=cfg.num_heads)  # [B, H, T, Dh]
         k = rearrange(k, "b t (g e) -> b g t e", g=cfg.kv_heads)  # [B, G, T, Dh]
         v = rearrange(v, "b t (g e) -> b g t e", g=cfg.kv_heads)  # [B, G, T, Dh]
-        pos_q = torch.arange(offset, offset + t, device=x.device)
-        q = rope(q, pos_q, cfg.rope_theta)
-        k = rope(k, pos_q, cfg.rope_theta)
+        q = rope(q, *rot)
+        k = rope(k, *rot)
 
         st: KVCacheState | None = self.state
         if st is not None:
@@ -153,16 +157,19 @@ class Attention(StreamingModule):
             # attends to itself plus the previous context-1 steps.
             keep = k.shape[2] if cfg.context is None else min(k.shape[2], cfg.context - 1)
             st.k, st.v = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]
-        pos_k = torch.arange(offset + t - k.shape[2], offset + t, device=x.device)
-
         if cfg.kv_heads != cfg.num_heads:
             rep = cfg.num_heads // cfg.kv_heads
             k = repeat(k, "b g l e -> b (g r) l e", r=rep)  # [B, H, L, Dh]
             v = repeat(v, "b g l e -> b (g r) l e", r=rep)
-        delta = pos_q[:, None] - pos_k[None, :]  # [T, L]
-        allowed = delta >= 0
-        if cfg.context is not None:
-            allowed = allowed & (delta < cfg.context)
+        if t == 1 and (cfg.context is None or k.shape[2] <= cfg.context):
+            allowed = None  # one query that sees every cached key (the decoding hot path)
+        else:
+            pos_q = torch.arange(offset, offset + t, device=x.device)
+            pos_k = torch.arange(offset + t - k.shape[2], offset + t, device=x.device)
+            delta = pos_q[:, None] - pos_k[None, :]  # [T, L]
+            allowed = delta >= 0
+            if cfg.context is not None:
+                allowed = allowed & (delta < cfg.context)
         drop = cfg.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # [B, H, T, Dh]
         y = rearrange(y, "b h t e -> b t (h e)")  # [B, T, H * Dh]
@@ -207,8 +214,8 @@ class Block(StreamingModule):
         self.ls1, self.ls2 = ls(), ls()
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = x + self.drop(self.ls1(self.attn(self.norm1(x), offset)))
+    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = x + self.drop(self.ls1(self.attn(self.norm1(x), offset, rot)))
         return x + self.drop(self.ls2(self.ffn(self.norm2(x), offset)))
 
 
@@ -236,8 +243,10 @@ class StreamingTransformer(StreamingModule):
         if x.dim() != 3 or x.shape[-1] != self.cfg.d_model:
             raise ValueError(f"transformer input must be [B, T, {self.cfg.d_model}], got {tuple(x.shape)}")
         offset = self.offset
+        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        rot = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for layer in self.layers:
-            x = layer(x, offset)
+            x = layer(x, offset, rot)
         if self.state is not None:
             self.state.offset += x.shape[1]
         return x

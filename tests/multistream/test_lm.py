@@ -216,3 +216,17 @@ def test_moshi_7b_parameter_count_on_meta():
 def test_tiny_preset_builds():
     m = RQTransformer(tiny(moshi_streams(text_vocab=100, audio_vocab=64)))
     assert m.num_parameters() < 2_000_000
+
+
+def test_loss_with_delays_and_pad_weights():
+    from multistream.loss import lm_loss
+
+    ss = mixed_streams()
+    m = make_model(ss)
+    batch = random_batch(ss, t=7)
+    lo = lm_loss(m(batch), ss)
+    assert torch.isfinite(lo.total)
+    lo.total.backward()
+    # masked positions (delay fill) do not count: tokens = valid targets only
+    assert lo.tokens == 2 * (7 + (7 + 5 + 6))
+    assert set(lo.per_stream) == {"text", "agent"}

@@ -1,0 +1,112 @@
+"""usage: python scripts/bench_engine.py [--presets tiny small] [--steps 100] [--out runs/bench_engine.json]
+
+Times the engine on the current device at batch 1: the median wall time of one `Generator.step` (one 80 ms frame
+of all streams) and its ratio to the frame duration, for fp32 and bf16 autocast; and training throughput (tokens/s,
+i.e. target codebook tokens per second of forward + backward + optimizer step). Prints a table, writes JSON.
+Streams: Moshi's 17 codebooks (text, agent audio x8, user audio x8; acoustic delay 1).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from multistream.generate import Generator, Sampling
+from multistream.lm import RQTransformer
+from multistream.loss import lm_loss
+from multistream.presets import PRESETS, moshi_streams
+
+FRAME_RATE = 12.5  # Hz: the Mimi frame clock
+
+
+def bench_step(model: RQTransformer, steps: int, warmup: int, dtype: torch.dtype | None, device) -> list[float]:
+    ss = model.streams
+    user = ss["audio.user"]
+    times = []
+    with Generator(model, batch_size=1, sampling=Sampling(temperature=0.8, top_k=250), seed=0,
+                   autocast_dtype=dtype) as gen:
+        for i in range(warmup + steps):
+            frame = {"audio.user": torch.randint(0, user.vocab_size, (1, user.num_codebooks), device=device)}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            gen.step(frame)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_train(model: RQTransformer, batch: int, frames: int, steps: int, device) -> float:
+    ss = model.streams
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    data = {s.name: torch.randint(0, s.vocab_size, (batch, s.num_codebooks, frames), device=device) for s in ss}
+    n_tok, elapsed = 0, 0.0
+    for i in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            lo = lm_loss(model(data), ss)
+        lo.total.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:  # first step warms up
+            elapsed += time.perf_counter() - t0
+            n_tok += lo.tokens
+    model.eval()
+    return n_tok / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
+    ap.add_argument("--steps", type=int, default=100, help="timed Generator steps")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--train-steps", type=int, default=5)
+    ap.add_argument("--train-batch", type=int, default=4)
+    ap.add_argument("--train-frames", type=int, default=64)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="runs/bench_engine.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    frame_ms = 1000.0 / FRAME_RATE
+    rows = []
+    for name in args.presets:
+        streams = moshi_streams(text_vocab=8000 if name == "small" else 1000)
+        torch.manual_seed(0)
+        model = RQTransformer(PRESETS[name](streams)).to(device).eval()
+        row = {"preset": name, "params_M": model.num_parameters() / 1e6, "codebooks": streams.num_codebooks}
+        for label, dtype in [("fp32", None), ("bf16", torch.bfloat16)]:
+            ts = bench_step(model, args.steps, args.warmup, dtype, device)
+            med = statistics.median(ts) * 1000
+            row[f"step_ms_{label}"] = med
+            row[f"step_ratio_{label}"] = med / frame_ms
+        row["train_tokens_per_s"] = bench_train(model, args.train_batch, args.train_frames, args.train_steps, device)
+        rows.append(row)
+        del model
+    hdr = (f"{'preset':8} {'params':>8} {'step fp32':>10} {'/frame':>7} {'step bf16':>10} {'/frame':>7} "
+           f"{'train tok/s':>12}")
+    print(f"device: {device} ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()});"
+          f" frame = {frame_ms:.0f} ms")
+    print(hdr)
+    for r in rows:
+        print(f"{r['preset']:8} {r['params_M']:7.1f}M {r['step_ms_fp32']:8.2f}ms {r['step_ratio_fp32']:6.1%} "
+              f"{r['step_ms_bf16']:8.2f}ms {r['step_ratio_bf16']:6.1%} {r['train_tokens_per_s']:12.0f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "frame_ms": frame_ms, "results": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
