@@ -9,6 +9,9 @@ metadata holds the seed, the instruction text and its split, the canonical targe
 Resuming: episode i is rolled out from seed `seed + k` for increasing k; the store's episode metadata records the
 seeds done, so a rerun after a crash or kill continues after the largest recorded seed until `episodes` are stored.
 By default only successful episodes are kept (a seed whose expert fails is skipped deterministically).
+
+Workers are *spawned*, not forked: a forked child inherits the parent's GL context (if it rendered) and hangs.
+Scripts that call `collect` with workers > 1 therefore need an `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import numpy as np
 import envs
 from envs import features as F
 from envs.base import EnvConfig
-from multistream.store import EpisodeStore
 from robot.experts import ExpertConfig, make_expert, run_episode
 
 OBS_KEYS = (F.IMAGE_FRONT, F.STATE, F.GRIPPER, F.FORCE, F.TOUCH)
@@ -118,6 +120,8 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
     """Fill (or resume filling) the store at `out` with `cfg.episodes` expert episodes; returns a summary."""
     from tqdm import tqdm
 
+    from multistream.store import EpisodeStore  # here, so that worker processes never import torch
+
     out = Path(out)
     attrs = {"task": cfg.task, "env_id": envs.TASK_IDS[cfg.task], "collect": dataclasses.asdict(cfg)}
     if out.exists():
@@ -133,7 +137,9 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
     need = cfg.episodes - store.num_episodes
     bar = tqdm(total=cfg.episodes, initial=store.num_episodes, desc=f"collect {cfg.task}", disable=not progress)
     pool = (
-        mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) if cfg.workers > 1 else None
+        mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+        if cfg.workers > 1
+        else None
     )
     if pool is None:
         _init_worker(cfg)

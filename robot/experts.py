@@ -142,17 +142,19 @@ class PushExpert(Expert):
         p, ee = priv["objects"][priv["target"]]["pos"], priv["ee_pos"]
         behind = p - np.array([0.0, s * 0.05, 0.0])
         push_z = 0.022
-        aligned = abs(ee[0] - p[0]) < 0.02 and 0.025 < s * (p[1] - ee[1]) < 0.075
-        if self.phase == "push" and not (aligned and ee[2] < 0.05):
+        rel = s * (p[1] - ee[1])  # > 0: the hand is behind the object (on the side away from the zone)
+        if self.phase == "push" and not (abs(ee[0] - p[0]) < 0.03 and 0.01 < rel < 0.09 and ee[2] < 0.06):
             self.phase = "approach"
         if self.phase != "push":
             self.phase = "approach"
-            if np.linalg.norm(ee[:2] - behind[:2]) > 0.012:
-                z = SAFE_Z if np.linalg.norm(ee[:2] - behind[:2]) > 0.02 else ee[2]
-                if ee[2] < SAFE_Z - 0.02 and np.linalg.norm(ee[:2] - behind[:2]) > 0.02:
-                    return np.array([ee[0], ee[1], SAFE_Z]), 0.0, 1.0  # lift before travelling
-                return np.array([behind[0], behind[1], z]), 0.0, 1.0
-            if ee[2] > push_z + 0.01:
+            dist = np.linalg.norm(ee[:2] - behind[:2])
+            if dist > 0.015:
+                if rel > 0.05 and ee[2] < 0.06:  # already behind: slide over low
+                    return np.array([behind[0], behind[1], push_z]), 0.0, 1.0
+                if ee[2] < SAFE_Z - 0.02 and dist > 0.03:
+                    return np.array([ee[0], ee[1], SAFE_Z]), 0.0, 1.0  # lift before travelling over objects
+                return np.array([behind[0], behind[1], SAFE_Z if dist > 0.03 else ee[2]]), 0.0, 1.0
+            if ee[2] > push_z + 0.012:
                 return np.array([behind[0], behind[1], push_z]), 0.0, 1.0
             self.phase = "push"
         # push: a carrot beyond the object, steering the contact point back under the object's center
