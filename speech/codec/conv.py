@@ -1,0 +1,89 @@
+"""Causal 1-d convolutions that can run chunk by chunk with the same result as on the whole signal.
+
+A causal conv pads `(kernel - 1) * dilation + 1 - stride` zeros on the left, so output step t sees only inputs up
+to the end of its own stride window. In streaming mode the left padding is replaced by the tail of the previous
+chunk, kept in the module's state. The transposed conv keeps the `kernel - stride` overlapping outputs of the
+previous chunk and adds them to the next one (overlap-add), then trims them on the right in one-shot mode.
+Inputs must be a whole number of strides long; the codec guarantees this by working in whole frames.
+
+Dimension legend: B batch, C channels, T time steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multistream.streaming import StreamingModule, StreamingState
+
+
+@dataclass
+class _ConvState(StreamingState):
+    previous: torch.Tensor | None = None  # [B, C_in, pad] the last inputs of the previous chunk
+
+
+@dataclass
+class _ConvTrState(StreamingState):
+    partial: torch.Tensor | None = None  # [B, C_out, kernel - stride] overlap not yet complete
+
+
+class StreamingConv1d(StreamingModule):
+    """Causal Conv1d; in streaming mode consecutive chunks give the same output as one call on their concatenation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation,
+                              groups=groups, bias=bias)
+        self.stride = stride
+        self.padding_total = (kernel_size - 1) * dilation + 1 - stride
+        assert self.padding_total >= 0, f"kernel {kernel_size} smaller than stride {stride}"
+
+    def _init_streaming_state(self, batch_size: int) -> _ConvState:
+        return _ConvState(batch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T // stride]
+        assert x.shape[-1] % self.stride == 0, f"length {x.shape[-1]} not a multiple of stride {self.stride}"
+        if self.state is None:
+            x = F.pad(x, (self.padding_total, 0))
+        else:
+            prev = self.state.previous
+            if prev is None:
+                prev = x.new_zeros(x.shape[0], x.shape[1], self.padding_total)
+            x = torch.cat([prev, x], dim=-1)  # [B, C_in, pad + T]
+            if self.padding_total:
+                self.state.previous = x[..., x.shape[-1] - self.padding_total:]
+        return self.conv(x)
+
+
+class StreamingConvTranspose1d(StreamingModule):
+    """Causal ConvTranspose1d (all `kernel - stride` extra outputs trimmed on the right), streamable."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
+                 bias: bool = True):
+        super().__init__()
+        self.convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride, groups=groups,
+                                         bias=bias)
+        self.stride = stride
+        self.overlap = kernel_size - stride
+        assert self.overlap >= 0, f"kernel {kernel_size} smaller than stride {stride}"
+
+    def _init_streaming_state(self, batch_size: int) -> _ConvTrState:
+        return _ConvTrState(batch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T * stride]
+        # bias added after the overlap-add so that overlapping outputs do not count it twice
+        y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride, groups=self.convtr.groups)
+        n = x.shape[-1] * self.stride
+        if self.state is not None and self.overlap:
+            prev = self.state.partial
+            if prev is not None:
+                y = torch.cat([y[..., : self.overlap] + prev, y[..., self.overlap:]], dim=-1)
+            self.state.partial = y[..., n:]
+        y = y[..., :n]
+        if self.convtr.bias is not None:
+            y = y + self.convtr.bias[:, None]
+        return y

@@ -1,0 +1,108 @@
+"""Codec training losses: multi-scale mel reconstruction and a multi-scale STFT discriminator (EnCodec/Mimi).
+
+The mel loss compares log-mel spectrograms (L1) plus linear mels (L1) at several STFT sizes, so both fine time
+and fine frequency structure count. The discriminator is EnCodec's MS-STFT discriminator: for each STFT size a
+small 2-d conv net over (real, imag) of the complex spectrogram gives logits and intermediate feature maps; the
+generator is trained with a hinge adversarial loss plus an L1 feature-matching loss on those maps.
+
+Dimension legend: B batch, C audio channels, N samples, F frequency bins, L STFT frames, M mel bins, H hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from einops import rearrange
+from torch import Tensor, nn
+
+
+class MelSpectrogram(nn.Module):
+    """Magnitude mel spectrogram at one STFT size (hop n_fft // 4); fbank and window are fixed buffers."""
+
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, n_fft // 4
+        n_mels = min(n_mels, n_fft // 4)  # tiny FFTs cannot resolve many mel bands
+        fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate,
+                                                   norm="slaney", mel_scale="slaney")
+        self.register_buffer("fbank", fb, persistent=False)  # [F, M]
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, N] -> [B*C, L, M]
+        flat = rearrange(x, "b c n -> (b c) n")  # [B*C, N]
+        spec = torch.stft(flat.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
+        mag = spec.abs()  # [B*C, F, L]
+        return torch.einsum("bfl,fm->blm", mag, self.fbank)  # [B*C, L, M]
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Mean over scales of L1(log mel) + L1(mel); also used as the `mel distance` metric of the evaluation."""
+
+    def __init__(self, sample_rate: int, scales: tuple[int, ...], n_mels: int):
+        super().__init__()
+        self.mels = nn.ModuleList([MelSpectrogram(sample_rate, s, n_mels) for s in scales])
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:
+        """y: reconstruction, x: reference, both [B, C, N]; returns a scalar."""
+        total = y.new_zeros(())
+        for mel in self.mels:
+            my, mx = mel(y), mel(x)
+            total = total + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5)) + F.l1_loss(my, mx)
+        return total / len(self.mels)
+
+
+class STFTDiscriminator(nn.Module):
+    """One scale of the MS-STFT discriminator: (real, imag) spectrogram -> 2-d convs -> logits map."""
+
+    def __init__(self, n_fft: int, filters: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, n_fft // 4
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        act = nn.LeakyReLU(0.2)
+        self.convs = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(2, filters, (3, 9), padding=(1, 4)), act),
+            nn.Sequential(nn.Conv2d(filters, filters, (3, 9), stride=(1, 2), dilation=(1, 1), padding=(1, 4)), act),
+            nn.Sequential(nn.Conv2d(filters, filters, (3, 9), stride=(1, 2), dilation=(2, 1), padding=(2, 4)), act),
+            nn.Sequential(nn.Conv2d(filters, filters, (3, 9), stride=(1, 2), dilation=(4, 1), padding=(4, 4)), act),
+            nn.Sequential(nn.Conv2d(filters, filters, (3, 3), padding=(1, 1)), act),
+        ])
+        self.out = nn.Conv2d(filters, 1, (3, 3), padding=(1, 1))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:  # [B, C, N] -> logits [B*C, 1, L, F], features
+        flat = rearrange(x, "b c n -> (b c) n")  # [B*C, N]
+        spec = torch.stft(flat.float(), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
+        h = rearrange(torch.view_as_real(spec), "b f l two -> b two l f")  # [B*C, 2, L, F]
+        feats = []
+        for conv in self.convs:
+            h = conv(h)
+            feats.append(h)
+        return self.out(h), feats
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    def __init__(self, scales: tuple[int, ...], filters: int):
+        super().__init__()
+        self.discs = nn.ModuleList([STFTDiscriminator(s, filters) for s in scales])
+
+    def forward(self, x: Tensor) -> list[tuple[Tensor, list[Tensor]]]:
+        return [d(x) for d in self.discs]
+
+
+def discriminator_loss(real: list[tuple[Tensor, list[Tensor]]], fake: list[tuple[Tensor, list[Tensor]]]) -> Tensor:
+    """Hinge loss of the discriminator (fake outputs must come from detached audio)."""
+    loss = sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for (r, _), (f, _) in zip(real, fake, strict=True))
+    return loss / len(real)
+
+
+def generator_adversarial_losses(real: list[tuple[Tensor, list[Tensor]]],
+                                 fake: list[tuple[Tensor, list[Tensor]]]) -> tuple[Tensor, Tensor]:
+    """(hinge generator loss, relative L1 feature matching loss), each averaged over scales."""
+    adv = sum(F.relu(1 - f).mean() for f, _ in fake) / len(fake)
+    feat = fake[0][0].new_zeros(())
+    n = 0
+    for (_, fr), (_, ff) in zip(real, fake, strict=True):
+        for a, b in zip(fr, ff, strict=True):
+            feat = feat + F.l1_loss(b, a.detach()) / (a.detach().abs().mean() + 1e-8)
+            n += 1
+    return adv, feat / max(n, 1)
