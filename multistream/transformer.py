@@ -16,7 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
 from multistream.streaming import StreamingModule, StreamingState
@@ -71,15 +71,15 @@ class TransformerConfig:
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """cos, sin [T, Dh/2] for integer positions [T]; computed once per transformer call, shared by all layers."""
+    """cos, sin [T, 1, Dh/2] for integer positions [T]; computed once per transformer call, shared by all layers."""
     half = head_dim // 2
     freqs = torch.exp(-math.log(theta) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * freqs[None, :]  # [T, Dh/2]
+    angles = positions.to(torch.float32)[:, None, None] * freqs  # [T, 1, Dh/2]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on x [B, H, T, Dh] (rotate-halves convention)."""
+    """Rotary embedding on x [B, T, heads, Dh] (rotate-halves convention)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -137,14 +137,13 @@ class Attention(StreamingModule):
     def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = x.shape
-        qkv = self.qkv(x, offset)  # [B, T, (H + 2G) * Dh]
-        q, k, v = torch.split(qkv, [cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim,
-                                    cfg.kv_heads * cfg.head_dim], dim=-1)
-        q = rearrange(q, "b t (h e) -> b h t e", h=cfg.num_heads)  # [B, H, T, Dh]
-        k = rearrange(k, "b t (g e) -> b g t e", g=cfg.kv_heads)  # [B, G, T, Dh]
-        v = rearrange(v, "b t (g e) -> b g t e", g=cfg.kv_heads)  # [B, G, T, Dh]
-        q = rope(q, *rot)
-        k = rope(k, *rot)
+        h, g = cfg.num_heads, cfg.kv_heads
+        # plain view/transpose rather than einops here: this is the per-token decoding hot path
+        qkv = self.qkv(x, offset).view(b, t, h + 2 * g, cfg.head_dim)  # [B, T, H + 2G, Dh]
+        qk = rope(qkv[:, :, : h + g], *rot)  # [B, T, H + G, Dh]: queries and keys rotated in one go
+        q = qk[:, :, :h].transpose(1, 2)  # [B, H, T, Dh]
+        k = qk[:, :, h:].transpose(1, 2)  # [B, G, T, Dh]
+        v = qkv[:, :, h + g :].transpose(1, 2)  # [B, G, T, Dh]
 
         st: KVCacheState | None = self.state
         if st is not None:
@@ -172,7 +171,7 @@ class Attention(StreamingModule):
                 allowed = allowed & (delta < cfg.context)
         drop = cfg.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # [B, H, T, Dh]
-        y = rearrange(y, "b h t e -> b t (h e)")  # [B, T, H * Dh]
+        y = y.transpose(1, 2).reshape(b, t, h * cfg.head_dim)  # [B, T, H * Dh]
         return self.out(y, offset)
 
 
@@ -215,8 +214,10 @@ class Block(StreamingModule):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x = x + self.drop(self.ls1(self.attn(self.norm1(x), offset, rot)))
-        return x + self.drop(self.ls2(self.ffn(self.norm2(x), offset)))
+        a = self.ls1(self.attn(self.norm1(x), offset, rot))
+        x = x + (self.drop(a) if self.training else a)
+        f = self.ls2(self.ffn(self.norm2(x), offset))
+        return x + (self.drop(f) if self.training else f)
 
 
 @dataclasses.dataclass
