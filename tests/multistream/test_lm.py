@@ -230,3 +230,35 @@ def test_loss_with_delays_and_pad_weights():
     # masked positions (delay fill) do not count: tokens = valid targets only
     assert lo.tokens == 2 * (7 + (7 + 5 + 6))
     assert set(lo.per_stream) == {"text", "agent"}
+
+
+def test_loss_weights_pad_and_codebooks_exactly():
+    import torch.nn.functional as F
+
+    from multistream.lm import LMOutput
+    from multistream.loss import lm_loss
+
+    ss = StreamSet((
+        StreamSpec("text", vocab_size=5, predicted=True, pad_id=0, pad_weight=0.25, loss_weight=2.0),
+        StreamSpec("audio", vocab_size=7, num_codebooks=2, delays=(0, 1), predicted=True,
+                   codebook_weights=(3.0, 1.0)),
+    ))
+    g = torch.Generator().manual_seed(0)
+    logits = {"text": torch.randn(2, 1, 6, 5, generator=g), "audio": torch.randn(2, 2, 6, 7, generator=g)}
+    targets = {"text": torch.tensor([[[0, 1, 0, 2, 0, 3]]] * 2), "audio": torch.randint(0, 7, (2, 2, 6), generator=g)}
+    mask = {"text": torch.ones(2, 1, 6, dtype=torch.bool), "audio": torch.ones(2, 2, 6, dtype=torch.bool)}
+    mask["audio"][:, 1, 0] = False
+    targets["audio"][:, 1, 0] = 7  # the delay fill (initial_id): must be ignored, not crash
+    lo = lm_loss(LMOutput(logits, targets, mask), ss)
+
+    ce_t = F.cross_entropy(logits["text"].flatten(0, 2), targets["text"].flatten(), reduction="none")
+    w_t = torch.where(targets["text"].flatten() == 0, 0.25, 1.0)
+    want_t = (ce_t * w_t).sum() / w_t.sum()
+    safe = torch.where(mask["audio"], targets["audio"], 0)
+    ce_a = F.cross_entropy(logits["audio"].flatten(0, 2), safe.flatten(), reduction="none").view(2, 2, 6)
+    w_a = mask["audio"].float() * torch.tensor([3.0, 1.0])[None, :, None]
+    want_a = (ce_a * w_a).sum() / w_a.sum()
+    assert lo.per_stream["text"] == pytest.approx(float(want_t), rel=1e-5)
+    assert lo.per_stream["audio"] == pytest.approx(float(want_a), rel=1e-5)
+    assert float(lo.total) == pytest.approx(float(2.0 * want_t + want_a), rel=1e-5)
+    assert lo.tokens == 12 + 22
