@@ -104,11 +104,15 @@ result = {
     "mujoco": mujoco.__version__,
     "cpu": platform.processor() or platform.machine(),
     "cpu_count": os.cpu_count(),
+    "load_avg_1min_at_end": round(os.getloadavg()[0], 2),  # the machine is shared: context for the figures
     "rows": rows,
 }
 cols = list(rows[0])
 widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-print(f"MUJOCO_GL={result['mujoco_gl']}  image {args.image_size}x{args.image_size}  {args.steps} steps per run")
+print(
+    f"MUJOCO_GL={result['mujoco_gl']}  image {args.image_size}x{args.image_size}  {args.steps} steps per run  "
+    f"load avg {result['load_avg_1min_at_end']} on {result['cpu_count']} cores"
+)
 print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
 for r in rows:
     print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
