@@ -4,20 +4,21 @@ Layout of one store (a zarr 3 group on disk):
 
     data/<key>          arrays concatenated over time, `[T_total, ...]` (time first), one per stream/feature key
     meta/episode_ends   int64, cumulative end index of every episode (episode i is data[ends[i-1]:ends[i]])
-    attrs               fps, per-key statistics, per-episode metadata (a JSON list), user attrs
+    meta/episode_meta   string, one JSON object per episode (e.g. the instruction text, the seed)
+    attrs               fps, per-key statistics, user attrs
 
 Keys follow LeRobot names where they exist (`observation.images.front`, `observation.state`, `action`) plus
 `audio.user`, `audio.agent`, `text`. Only whole episodes are appended: appending single steps to zarr is
 hundreds of times slower and would expose half-written episodes.
 
-Crash safety: `append_episode` writes the data arrays first, then the attrs (statistics and episode metadata),
-and `meta/episode_ends` last. Every single file write of zarr's LocalStore is atomic (temp file + rename), so a
-crash at any point leaves a store whose readable episodes are exactly the complete ones: data arrays may be longer
-than `episode_ends[-1]`, the metadata list may hold one extra entry and the statistics may count one extra episode,
-but readers go by `episode_ends` (statistics are recomputed from the committed steps when their episode count
-disagrees), and the next append overwrites the tail. Growing `episode_ends` is a resize (metadata file) followed by
-a chunk write; a crash between the two leaves a trailing fill value (0), which is not a valid cumulative end and
-is dropped by readers.
+Crash safety: `append_episode` writes the data arrays first, then the episode's metadata entry, then the attrs
+(statistics), and `meta/episode_ends` last. Every single file write of zarr's LocalStore is atomic (temp file +
+rename), so a crash at any point leaves a store whose readable episodes are exactly the complete ones: data arrays
+may be longer than `episode_ends[-1]`, `episode_meta` may hold one extra entry and the statistics may count one
+extra episode, but readers go by `episode_ends` (statistics are recomputed from the committed steps when their
+episode count disagrees), and the next append overwrites the tail. Growing `episode_ends` is a resize (metadata
+file) followed by a chunk write; a crash between the two leaves a trailing fill value (0), which is not a valid
+cumulative end and is dropped by readers.
 
 Statistics (min/max/mean/std over all committed steps) reduce every axis except the last one for arrays with two
 or more dims (per-channel for images `[T, H, W, C]`, per-dim for states `[T, D]`), and are scalars for `[T]`
@@ -42,7 +43,8 @@ META_GROUP = "meta"
 EPISODE_ENDS = "episode_ends"
 FPS_ATTR = "fps"
 STATS_ATTR = "stats"
-EPISODE_META_ATTR = "episode_meta"
+EPISODE_META = "episode_meta"
+META_CHUNK = 1024
 USER_ATTRS = "attrs"
 FORMAT_ATTR = "multistream_episode_store"
 FORMAT_VERSION = 1
@@ -125,6 +127,7 @@ class EpisodeStore:
         if FPS_ATTR not in group.attrs or META_GROUP not in group:
             raise ValueError(f"{path} is not an episode store (no '{FPS_ATTR}' attr or '{META_GROUP}' group)")
         self._ends_arr = group[f"{META_GROUP}/{EPISODE_ENDS}"]
+        self._meta_arr = group[f"{META_GROUP}/{EPISODE_META}"]
         self._data = group[DATA_GROUP]
         self._ends = _valid_ends(self._ends_arr[:])
 
@@ -146,12 +149,12 @@ class EpisodeStore:
         group.create_group(DATA_GROUP)
         meta = group.create_group(META_GROUP)
         meta.create_array(EPISODE_ENDS, shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=0)
+        meta.create_array(EPISODE_META, shape=(0,), dtype=str, chunks=(META_CHUNK,))
         group.attrs.update(
             {
                 FORMAT_ATTR: FORMAT_VERSION,
                 FPS_ATTR: float(fps),
                 STATS_ATTR: {"num_episodes": 0, "keys": {}},
-                EPISODE_META_ATTR: [],
                 USER_ATTRS: attrs,
             }
         )
@@ -219,7 +222,11 @@ class EpisodeStore:
 
     def episode_meta(self, i: int) -> dict:
         i = self._check_index(i)
-        return dict(self._group.attrs[EPISODE_META_ATTR][i])
+        return json.loads(str(self._meta_arr[i]))
+
+    def episode_metas(self) -> list[dict]:
+        """The metadata of every episode (one read)."""
+        return [json.loads(str(m)) for m in self._meta_arr[: self.num_episodes]]
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of `key` (may be longer than `num_steps` after a crash; slice with episode_ends)."""
@@ -294,12 +301,9 @@ class EpisodeStore:
         self._write_data(arrays, start)
         for k, v in arrays.items():
             stats[k] = _merge_stats(stats.get(k), _episode_stats(v))
-        metas = list(self._group.attrs[EPISODE_META_ATTR])[:n] + [meta]
+        self._write_meta(n, meta)
         self._write_attrs(
-            {
-                STATS_ATTR: {"num_episodes": n + 1, "keys": {k: _stats_to_json(s) for k, s in stats.items()}},
-                EPISODE_META_ATTR: metas,
-            }
+            {STATS_ATTR: {"num_episodes": n + 1, "keys": {k: _stats_to_json(s) for k, s in stats.items()}}}
         )
         self._commit(start + T)
         return n
@@ -321,6 +325,10 @@ class EpisodeStore:
             # resizing to start + T also drops any tail left by a crashed append
             arr.resize((start + T, *arr.shape[1:]))
             arr[start : start + T] = v
+
+    def _write_meta(self, n: int, meta: dict) -> None:
+        self._meta_arr.resize((n + 1,))  # also drops an entry left by a crashed append
+        self._meta_arr[n] = json.dumps(meta)
 
     def _write_attrs(self, update: dict[str, Any]) -> None:
         self._group.attrs.update(update)

@@ -128,7 +128,7 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
         store = EpisodeStore.open(out, mode="a")
         if store.attrs.get("task") != cfg.task:
             raise ValueError(f"{out} holds task {store.attrs.get('task')!r}, not {cfg.task!r}; use another --out")
-        done = [store.episode_meta(i)["seed"] for i in range(store.num_episodes)]
+        done = [m["seed"] for m in store.episode_metas()]
         next_seed = max(done) + 1 if done else cfg.seed
     else:
         store = EpisodeStore.create(out, fps=EnvConfig().frame_rate, attrs=attrs)

@@ -41,6 +41,7 @@ def test_round_trip_and_reopen(tmp_path):
                 assert got[k].dtype == v.dtype
                 np.testing.assert_array_equal(got[k], v)
             assert st.episode_meta(i) == {"instruction": f"push the red cube {i}", "seed": i}
+        assert st.episode_metas() == [st.episode_meta(i) for i in range(4)]
         assert st.array("step").shape == (sum(lengths),)
 
 
@@ -67,7 +68,7 @@ def _crash(monkeypatch, method):
     monkeypatch.setattr(EpisodeStore, method, boom)
 
 
-@pytest.mark.parametrize("where", ["_write_attrs", "_commit"])
+@pytest.mark.parametrize("where", ["_write_meta", "_write_attrs", "_commit"])
 def test_crash_mid_append_leaves_complete_episodes(tmp_path, monkeypatch, where):
     path = tmp_path / "s.zarr"
     store, eps = _fill(path, [4, 6])
@@ -89,6 +90,7 @@ def test_crash_mid_append_leaves_complete_episodes(tmp_path, monkeypatch, where)
     assert st.num_episodes == 3 and st.array("step").shape[0] == 13
     np.testing.assert_array_equal(st.episode(2)["observation.state"], new["observation.state"])
     assert st.episode_meta(2) == {"instruction": "next"}
+    assert [m.get("instruction") for m in st.episode_metas()] == ["push the red cube 0", "push the red cube 1", "next"]
     state = np.concatenate([eps[0]["observation.state"], eps[1]["observation.state"], new["observation.state"]])
     np.testing.assert_allclose(st.stats["observation.state"]["mean"], state.astype(np.float64).mean(0), rtol=1e-9)
 
