@@ -96,7 +96,9 @@ class TabletopEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.config.frame_rate}
-        self.model = mujoco.MjModel.from_xml_string(scene.scene_xml(self.config.physics_timestep))
+        sizes = [self.config.render_size] + ([self.config.image_size] if self.config.image_size else [])
+        offwidth, offheight = max(640, *(w for _, w in sizes)), max(480, *(h for h, _ in sizes))
+        self.model = mujoco.MjModel.from_xml_string(scene.scene_xml(self.config.physics_timestep, offwidth, offheight))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._arm_qpos = np.array([m.joint(j).qposadr[0] for j in scene.ARM_JOINTS])

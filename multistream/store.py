@@ -45,6 +45,7 @@ FPS_ATTR = "fps"
 STATS_ATTR = "stats"
 EPISODE_META = "episode_meta"
 META_CHUNK = 1024
+LEGACY_META_ATTR = "episode_meta"
 USER_ATTRS = "attrs"
 FORMAT_ATTR = "multistream_episode_store"
 FORMAT_VERSION = 1
@@ -127,7 +128,10 @@ class EpisodeStore:
         if FPS_ATTR not in group.attrs or META_GROUP not in group:
             raise ValueError(f"{path} is not an episode store (no '{FPS_ATTR}' attr or '{META_GROUP}' group)")
         self._ends_arr = group[f"{META_GROUP}/{EPISODE_ENDS}"]
-        self._meta_arr = group[f"{META_GROUP}/{EPISODE_META}"]
+        meta = group[META_GROUP]
+        self._meta_arr = meta[EPISODE_META] if EPISODE_META in meta else None
+        # stores written before meta/episode_meta existed kept the list in attrs; read it, migrate on append
+        self._legacy_meta: list = list(group.attrs.get(LEGACY_META_ATTR, []))
         self._data = group[DATA_GROUP]
         self._ends = _valid_ends(self._ends_arr[:])
 
@@ -222,11 +226,18 @@ class EpisodeStore:
 
     def episode_meta(self, i: int) -> dict:
         i = self._check_index(i)
-        return json.loads(str(self._meta_arr[i]))
+        return self._decode_meta(i, self._meta_arr[i] if self._meta_arr is not None else "")
 
     def episode_metas(self) -> list[dict]:
         """The metadata of every episode (one read)."""
-        return [json.loads(str(m)) for m in self._meta_arr[: self.num_episodes]]
+        raw = self._meta_arr[: self.num_episodes] if self._meta_arr is not None else [""] * self.num_episodes
+        return [self._decode_meta(i, m) for i, m in enumerate(raw)]
+
+    def _decode_meta(self, i: int, raw: Any) -> dict:
+        raw = str(raw)
+        if raw:
+            return json.loads(raw)
+        return dict(self._legacy_meta[i]) if i < len(self._legacy_meta) else {}
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of `key` (may be longer than `num_steps` after a crash; slice with episode_ends)."""
@@ -327,6 +338,12 @@ class EpisodeStore:
             arr[start : start + T] = v
 
     def _write_meta(self, n: int, meta: dict) -> None:
+        if self._meta_arr is None:  # legacy store: move its attrs list into the array, with the new entry
+            self._meta_arr = self._group[META_GROUP].create_array(
+                EPISODE_META, shape=(n + 1,), dtype=str, chunks=(META_CHUNK,)
+            )
+            self._meta_arr[:] = np.array([json.dumps(m) for m in self.episode_metas()] + [json.dumps(meta)])
+            return
         self._meta_arr.resize((n + 1,))  # also drops an entry left by a crashed append
         self._meta_arr[n] = json.dumps(meta)
 
