@@ -1,13 +1,14 @@
 """usage: python scripts/bench_engine.py [--presets tiny small] [--steps 100] [--out runs/bench_engine.json]
 
 Times the engine on the current device at batch 1: the median wall (and process CPU) time of one `Generator.step`
-(one 80 ms frame of all streams) and its ratio to the frame duration, with fp32 and with bf16 weights; and training
-throughput under bf16 autocast (target codebook tokens per second of forward + backward + optimizer step).
+(one 80 ms frame of all streams) and its ratio to the frame duration, with fp32, bf16 and (CPU) int8 weights; and
+training throughput under bf16 autocast (target codebook tokens per second of forward + backward + optimizer step).
 Prints a table, writes JSON.
 Streams: Moshi's 17 codebooks (text, agent audio x8, user audio x8; acoustic delay 1).
 """
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
 from multistream.loss import lm_loss
 from multistream.presets import PRESETS, moshi_streams
+from multistream.quantize import quantize_int8
 
 FRAME_RATE = 12.5  # Hz: the Mimi frame clock
 
@@ -70,6 +72,14 @@ def bench_train(model: RQTransformer, batch: int, frames: int, steps: int, devic
     return n_tok / elapsed
 
 
+def variant(model: RQTransformer, label: str) -> RQTransformer:
+    if label == "fp32":
+        return model
+    if label == "bf16":  # weights cast once (autocast would re-cast them at every call)
+        return copy.deepcopy(model).to(torch.bfloat16)
+    return quantize_int8(model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
@@ -94,30 +104,23 @@ def main() -> None:
         model = RQTransformer(PRESETS[name](streams)).to(device).eval()
         row = {"preset": name, "params_M": model.num_parameters() / 1e6, "codebooks": streams.num_codebooks}
         row["train_tokens_per_s"] = bench_train(model, args.train_batch, args.train_frames, args.train_steps, device)
-        for label, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16)]:
-            # bf16: weights cast once (half the memory traffic per step); autocast would re-cast them every call
-            ts, cpu = bench_step(model.to(dtype), args.steps, args.warmup, device)
+        for label in ["fp32", "bf16"] + (["int8"] if device.type == "cpu" else []):
+            ts, cpu = bench_step(variant(model, label), args.steps, args.warmup, device)
             med = statistics.median(ts) * 1000
             row[f"step_ms_{label}"] = med
             row[f"step_ratio_{label}"] = med / frame_ms
             row[f"step_cpu_ms_{label}"] = statistics.median(cpu) * 1000
         rows.append(row)
         del model
-    hdr = (
-        f"{'preset':8} {'params':>8} {'step fp32':>10} {'/frame':>7} {'(cpu)':>8} {'step bf16':>10} {'/frame':>7} "
-        f"{'(cpu)':>8} {'train tok/s':>12}"
-    )
-    print(
-        f"device: {device} ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()});"
-        f" frame = {frame_ms:.0f} ms; load average at start {load:.2f} on {os.cpu_count()} CPUs"
-    )
-    print(hdr)
+    print(f"device: {device} ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()});"
+          f" frame = {frame_ms:.0f} ms; load average at start {load:.2f} on {os.cpu_count()} CPUs")
+    labels = [k[len("step_ms_"):] for k in rows[0] if k.startswith("step_ms_")]
+    print(f"{'preset':8} {'params':>8} " + " ".join(f"{'step ' + lb:>10} {'/frame':>7} {'(cpu)':>8}" for lb in labels)
+          + f" {'train tok/s':>12}")
     for r in rows:
-        print(
-            f"{r['preset']:8} {r['params_M']:7.1f}M {r['step_ms_fp32']:8.2f}ms {r['step_ratio_fp32']:6.1%} "
-            f"{r['step_cpu_ms_fp32']:6.2f}ms {r['step_ms_bf16']:8.2f}ms {r['step_ratio_bf16']:6.1%} "
-            f"{r['step_cpu_ms_bf16']:6.2f}ms {r['train_tokens_per_s']:12.0f}"
-        )
+        cells = " ".join(f"{r['step_ms_' + lb]:8.2f}ms {r['step_ratio_' + lb]:6.1%} {r['step_cpu_ms_' + lb]:6.2f}ms"
+                         for lb in labels)
+        print(f"{r['preset']:8} {r['params_M']:7.1f}M {cells} {r['train_tokens_per_s']:12.0f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
