@@ -45,7 +45,6 @@ FPS_ATTR = "fps"
 STATS_ATTR = "stats"
 EPISODE_META = "episode_meta"
 META_CHUNK = 1024
-LEGACY_META_ATTR = "episode_meta"
 USER_ATTRS = "attrs"
 FORMAT_ATTR = "multistream_episode_store"
 FORMAT_VERSION = 1
@@ -129,9 +128,7 @@ class EpisodeStore:
             raise ValueError(f"{path} is not an episode store (no '{FPS_ATTR}' attr or '{META_GROUP}' group)")
         self._ends_arr = group[f"{META_GROUP}/{EPISODE_ENDS}"]
         meta = group[META_GROUP]
-        self._meta_arr = meta[EPISODE_META] if EPISODE_META in meta else None
-        # stores written before meta/episode_meta existed kept the list in attrs; read it, migrate on append
-        self._legacy_meta: list = list(group.attrs.get(LEGACY_META_ATTR, []))
+        self._meta_arr = meta[EPISODE_META]
         self._data = group[DATA_GROUP]
         self._ends = _valid_ends(self._ends_arr[:])
 
@@ -226,18 +223,16 @@ class EpisodeStore:
 
     def episode_meta(self, i: int) -> dict:
         i = self._check_index(i)
-        return self._decode_meta(i, self._meta_arr[i] if self._meta_arr is not None else "")
+        return self._decode_meta(self._meta_arr[i])
 
     def episode_metas(self) -> list[dict]:
         """The metadata of every episode (one read)."""
-        raw = self._meta_arr[: self.num_episodes] if self._meta_arr is not None else [""] * self.num_episodes
-        return [self._decode_meta(i, m) for i, m in enumerate(raw)]
+        return [self._decode_meta(m) for m in self._meta_arr[: self.num_episodes]]
 
-    def _decode_meta(self, i: int, raw: Any) -> dict:
+    @staticmethod
+    def _decode_meta(raw: Any) -> dict:
         raw = str(raw)
-        if raw:
-            return json.loads(raw)
-        return dict(self._legacy_meta[i]) if i < len(self._legacy_meta) else {}
+        return json.loads(raw) if raw else {}
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of `key` (may be longer than `num_steps` after a crash; slice with episode_ends)."""
@@ -338,12 +333,6 @@ class EpisodeStore:
             arr[start : start + T] = v
 
     def _write_meta(self, n: int, meta: dict) -> None:
-        if self._meta_arr is None:  # legacy store: move its attrs list into the array, with the new entry
-            self._meta_arr = self._group[META_GROUP].create_array(
-                EPISODE_META, shape=(n + 1,), dtype=str, chunks=(META_CHUNK,)
-            )
-            self._meta_arr[:] = np.array([json.dumps(m) for m in self.episode_metas()] + [json.dumps(meta)])
-            return
         self._meta_arr.resize((n + 1,))  # also drops an entry left by a crashed append
         self._meta_arr[n] = json.dumps(meta)
 

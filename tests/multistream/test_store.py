@@ -188,19 +188,3 @@ def test_loader_is_seeded(tmp_path):
         WindowDataset(store, ["tokens"], window=2, episodes=[7])
     with pytest.raises(ValueError, match="no windows"):
         make_loader(store, ["tokens"], 50, 2, 0)
-
-
-def test_reads_and_migrates_stores_with_metadata_in_attrs(tmp_path):
-    """Stores written before meta/episode_meta existed kept a JSON list in attrs."""
-    import zarr
-
-    path = tmp_path / "old.zarr"
-    _fill(path, [3, 2])
-    g = zarr.open_group(str(path), mode="r+")
-    g.attrs.update({"episode_meta": [{"instruction": "old 0"}, {"instruction": "old 1"}]})
-    del g["meta/episode_meta"]
-    st = EpisodeStore.open(path, mode="a")
-    assert st.episode_meta(1) == {"instruction": "old 1"}
-    st.append_episode(_episode(np.random.default_rng(3), 4), meta={"instruction": "new"})
-    st = EpisodeStore.open(path)
-    assert [m["instruction"] for m in st.episode_metas()] == ["old 0", "old 1", "new"]
