@@ -110,7 +110,10 @@ _ESPEAK_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctyp
 
 
 class _Espeak:
-    """The process-wide libespeak-ng instance (the library is a singleton; calls are serialized by a lock)."""
+    """One load of libespeak-ng. The library keeps hidden state between utterances (the pitch-flutter phase is a
+    function-level static that neither espeak_Terminate nor espeak_Initialize resets), so the same sentence comes
+    out slightly different depending on what was said before. `_espeak` therefore loads a fresh copy per call
+    (dlopen), and unloads it after (dlclose): ~10 ms, and synthesis becomes a pure function of (text, voice)."""
 
     def __init__(self):
         name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
@@ -122,7 +125,6 @@ class _Espeak:
                                              _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
         if self.sr <= 0:
             raise RuntimeError(f"espeak_Initialize failed ({self.sr})")
-        self.lock = threading.Lock()
         self.chunks: list[np.ndarray] = []
         self.events: list[tuple[int, int, int, str]] = []  # (type, text_position 1-based, sample, phone)
         self._cb = _ESPEAK_CB(self._callback)  # keep a reference: the C side holds only the pointer
@@ -139,33 +141,41 @@ class _Espeak:
             i += 1
         return 0
 
+    def close(self) -> None:
+        import _ctypes
+
+        self.lib.espeak_Terminate()
+        _ctypes.dlclose(self.lib._handle)
+
     def synth(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, str]]]:
-        with self.lock:
-            spec = f"{voice.voice_id}+{voice.variant}" if voice.variant else voice.voice_id
-            if self.lib.espeak_SetVoiceByName(spec.encode()) != 0:
-                raise ValueError(f"espeak-ng does not know voice {spec!r} (voice {voice.name!r})")
-            self.lib.espeak_SetParameter(_P_RATE, int(round(_ESPEAK_DEFAULT_WPM * voice.rate)), 0)
-            self.lib.espeak_SetParameter(_P_PITCH, int(voice.pitch), 0)
-            self.lib.espeak_SetParameter(_P_RANGE, int(voice.pitch_range), 0)
-            self.chunks, self.events = [], []
-            data = text.encode("utf-8")
-            buf = ctypes.create_string_buffer(data)
-            err = self.lib.espeak_Synth(buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0:
-                raise RuntimeError(f"espeak_Synth failed ({err}) on {text!r}")
-            audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
-            return audio, list(self.events)
+        spec = f"{voice.voice_id}+{voice.variant}" if voice.variant else voice.voice_id
+        if self.lib.espeak_SetVoiceByName(spec.encode()) != 0:
+            raise ValueError(f"espeak-ng does not know voice {spec!r} (voice {voice.name!r})")
+        self.lib.espeak_SetParameter(_P_RATE, int(round(_ESPEAK_DEFAULT_WPM * voice.rate)), 0)
+        self.lib.espeak_SetParameter(_P_PITCH, int(voice.pitch), 0)
+        self.lib.espeak_SetParameter(_P_RANGE, int(voice.pitch_range), 0)
+        self.chunks, self.events = [], []
+        data = text.encode("utf-8")
+        buf = ctypes.create_string_buffer(data)
+        err = self.lib.espeak_Synth(buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if err != 0:
+            raise RuntimeError(f"espeak_Synth failed ({err}) on {text!r}")
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        return audio, list(self.events)
 
 
-_espeak_instance: _Espeak | None = None
+_LIBC = ctypes.CDLL(None)
+_ESPEAK_LOCK = threading.Lock()  # the library is process-global: one synthesis at a time
 
 
 def _espeak(text: str, tokens: list[str], voice: Voice):
-    global _espeak_instance
-    if _espeak_instance is None:
-        _espeak_instance = _Espeak()
-    eng = _espeak_instance
-    audio, events = eng.synth(text, voice)
+    with _ESPEAK_LOCK:
+        eng = _Espeak()
+        _LIBC.srand(0)  # in case a voice draws noise from libc rand()
+        try:
+            audio, events = eng.synth(text, voice)
+        finally:
+            eng.close()
     sr, n = eng.sr, len(audio)
     # 0-based char offset where each token starts
     tok_pos, pos = [], 0
@@ -297,6 +307,7 @@ class _Flite:
             fn = getattr(self.lib, name)
             fn.restype, fn.argtypes = res, args
         self.lib.flite_init()
+        self.libc = ctypes.CDLL(None)
         self.voices: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -322,6 +333,8 @@ class _Flite:
             v = self.voice(voice.voice_id)
             feats = ctypes.cast(v, ctypes.POINTER(_FliteVoice)).contents.features
             L.feat_set_float(feats, b"duration_stretch", 1.0 / voice.rate)
+            # clustergen voices draw excitation noise from libc rand(): a fixed seed makes each call repeatable
+            self.libc.srand(0)
             utt = L.flite_synth_text(text.encode(), v)
             try:
                 w = ctypes.cast(L.utt_wave(utt), ctypes.POINTER(_FliteWave)).contents

@@ -143,7 +143,7 @@ def test_make_item_is_deterministic_and_resumable(tmp_path):
     mtime = wav_a.stat().st_mtime_ns
     assert make_item(tmp_path / "a", "test", 2, cfg) == a and wav_a.stat().st_mtime_ns == mtime  # skipped
     audio, sr, meta = read_item(wav_a)
-    assert audio.shape == (2, round(a["duration"] * sr)) and meta["split"] == "test"
+    assert audio.shape[0] == 2 and abs(audio.shape[1] - a["duration"] * sr) <= 1 and meta["split"] == "test"
     assert meta["user_voice"]["name"] in {v.name for v in user_voices("heldout")}
     starts = [s for _, (s, _), _ in meta["alignments"]]
     assert starts == sorted(starts)
