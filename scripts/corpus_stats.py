@@ -28,7 +28,7 @@ GRID = 0.01  # seconds per activity cell
 def _activity(words, n: int) -> np.ndarray:
     act = np.zeros(n, bool)
     for _, s, e in words:
-        act[int(s / GRID): int(np.ceil(e / GRID))] = True
+        act[int(s / GRID) : int(np.ceil(e / GRID))] = True
     return act
 
 
@@ -110,8 +110,9 @@ def main() -> None:
     meta_path = args.dir / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        stats["production"] = {k: meta.get(k) for k in ("command", "workers", "wall_s", "cpu_s", "hours_made",
-                                                        "speech_hours_per_cpu_hour")}
+        stats["production"] = {
+            k: meta.get(k) for k in ("command", "workers", "wall_s", "cpu_s", "hours_made", "speech_hours_per_cpu_hour")
+        }
     out = args.json or args.dir / "stats.json"
     write_json(out, stats)
     for name, s in stats.items():

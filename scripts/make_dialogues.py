@@ -66,10 +66,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    tok = TextTokenizer.train(corpus_text("train", args.tokenizer_dialogues, args.seed), args.vocab_size,
-                              out / "tokenizer.model")
+    tok = TextTokenizer.train(
+        corpus_text("train", args.tokenizer_dialogues, args.seed), args.vocab_size, out / "tokenizer.model"
+    )
     print(f"text tokenizer: {tok.cardinality} pieces, pad {tok.pad_id}, epad {tok.epad_id} -> {out}/tokenizer.model")
-
 
     targets = {"train": 1.0 - args.valid_share - args.test_share, "valid": args.valid_share, "test": args.test_share}
     pool = mp.get_context("spawn").Pool(args.workers, _init_worker, (out, config)) if args.workers else None
@@ -115,15 +115,28 @@ def main() -> None:
     ru_self, ru_kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = ru_self.ru_utime + ru_self.ru_stime + ru_kids.ru_utime + ru_kids.ru_stime
     hours = sum(s["seconds"] for s in summary.values()) / 3600
-    meta = {"command": " ".join(sys.argv), "seed": args.seed, "hours_requested": args.hours,
-            "hours_made": round(hours, 4),
-            "splits": summary, "workers": args.workers, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "speech_hours_per_cpu_hour": round(hours / (cpu / 3600), 3) if cpu else None,
-            "tokenizer": {"path": "tokenizer.model", "pieces": tok.cardinality, "pad_id": tok.pad_id,
-                          "epad_id": tok.epad_id}}
+    meta = {
+        "command": " ".join(sys.argv),
+        "seed": args.seed,
+        "hours_requested": args.hours,
+        "hours_made": round(hours, 4),
+        "splits": summary,
+        "workers": args.workers,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "speech_hours_per_cpu_hour": round(hours / (cpu / 3600), 3) if cpu else None,
+        "tokenizer": {
+            "path": "tokenizer.model",
+            "pieces": tok.cardinality,
+            "pad_id": tok.pad_id,
+            "epad_id": tok.epad_id,
+        },
+    }
     write_json(out / "meta.json", meta)
-    print(f"made {hours:.3f} h in {wall:.0f} s wall, {cpu:.0f} s CPU (all processes): "
-          f"{meta['speech_hours_per_cpu_hour']} speech-hours per CPU-hour (counts only work done in this run)")
+    print(
+        f"made {hours:.3f} h in {wall:.0f} s wall, {cpu:.0f} s CPU (all processes): "
+        f"{meta['speech_hours_per_cpu_hour']} speech-hours per CPU-hour (counts only work done in this run)"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ def main() -> None:
     fr = tok.frame_rate
     frames, _ = tok.frames(speaker_words(meta, AGENT_LABEL), num_frames(dur, fr))
 
-    fig, axes = plt.subplots(3, 1, figsize=(max(12.0, (end - start) * 1.6), 7.5), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 3, 1.6]})
+    fig, axes = plt.subplots(
+        3, 1, figsize=(max(12.0, (end - start) * 1.6), 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.6]}
+    )
     a, b = int(start * sr), int(end * sr)
     t = np.arange(a, b) / sr
     for ax, ch, label, color in ((axes[0], 0, AGENT_LABEL, "tab:blue"), (axes[1], 1, USER_LABEL, "tab:green")):
@@ -84,8 +85,11 @@ def main() -> None:
     ax.set_xlim(start, end)
     ax.set_xlabel("time (s)")
     pad = float(np.mean(frames == tok.pad_id))
-    fig.suptitle(f"{meta['dialogue_id']}  user voice {meta['user_voice']['name']}  augment {meta['augment'] or '-'}"
-                 f"  PAD share {pad:.2f}", fontsize=9)
+    fig.suptitle(
+        f"{meta['dialogue_id']}  user voice {meta['user_voice']['name']}  augment {meta['augment'] or '-'}"
+        f"  PAD share {pad:.2f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = args.out or args.wav.with_suffix(".png")
     fig.savefig(out, dpi=110)

@@ -190,10 +190,12 @@ def _cut(rec: dict, at_s: float, fade_s: float, sr: int) -> None:
 
 def _backchannel(agent: dict, voice: Voice, rng: np.random.Generator, config: DuplexConfig, db: float,
                  synth: Callable[[str, Voice], Synthesis], sr: int) -> dict | None:
-    """A short user backchannel placed in a pause between two agent words in the middle of the agent turn."""
+    """A short user backchannel in a pause (>= 100 ms, e.g. between sentences) in the middle of the agent turn;
+    None when the turn has no such pause."""
     words = agent["words"]
     dur = len(agent["audio"]) / sr
-    slots = [words[i][2] for i in range(len(words) - 1) if 0.3 * dur <= words[i][2] <= 0.8 * dur]
+    slots = [words[i][2] for i in range(len(words) - 1)
+             if 0.25 * dur <= words[i][2] <= 0.85 * dur and words[i + 1][1] - words[i][2] >= 0.1]
     if not slots:
         return None
     text = str(rng.choice(BACKCHANNELS))
