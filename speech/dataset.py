@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.audio import SAMPLE_RATE, read_wav, write_wav
+from speech.audio import read_wav, write_wav
 from speech.augment import AugmentConfig, augment
 from speech.corpus import SPLITS, dialogue
 from speech.duplex import AGENT_CH, USER_CH, DuplexConfig, render
@@ -171,5 +171,3 @@ def speaker_words(meta: dict, label: str = AGENT_LABEL) -> list[tuple[str, float
     """One speaker's (word, start_s, end_s) from an item's json."""
     return [(w, s, e) for w, (s, e), spk in meta["alignments"] if spk == label]
 
-
-assert SAMPLE_RATE == 24000  # the layout's wavs are 24 kHz (moshi-finetune's Mimi rate)

@@ -52,7 +52,7 @@ class DuplexConfig:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
-        if not 0.0 < self.interrupt_at[0] and self.interrupt_at[1] < 1.0:
+        if not (0.0 < self.interrupt_at[0] and self.interrupt_at[1] < 1.0):
             raise ValueError(f"interrupt_at must lie inside (0, 1), got {self.interrupt_at}")
         if self.gap_s[0] < 0 or self.reaction_s[0] < 0 or self.fade_s < 0:
             raise ValueError("gap_s, reaction_s and fade_s must be non-negative")

@@ -97,6 +97,19 @@ def test_backchannels_and_overlaps(espeak_user):
     assert both[int(ov["time"] * SAMPLE_RATE): int((ov["time"] + ov["overlap_s"]) * SAMPLE_RATE)].any()
 
 
+def test_config_validation():
+    with pytest.raises(ValueError, match="interrupt_at"):
+        DuplexConfig(interrupt_at=(0.5, 1.2))
+    with pytest.raises(ValueError, match="gap_s"):
+        DuplexConfig(gap_s=(1.0, 0.5))
+    with pytest.raises(ValueError, match="p_overlap"):
+        DuplexConfig(p_overlap=-0.1)
+    with pytest.raises(ValueError, match="p_augment"):
+        DatasetConfig(p_augment=2.0)
+    with pytest.raises(ValueError, match="no turns"):
+        render(Dialogue("empty", "train", []), user_voices("train")[0], np.random.default_rng(0))
+
+
 def test_wav_io_round_trip(tmp_path):
     x = (np.random.default_rng(0).uniform(-0.9, 0.9, (2, 1000))).astype(np.float32)
     write_wav(tmp_path / "a.wav", x)
