@@ -77,7 +77,7 @@ class _Speech:
     words: list[tuple[str, float, float]]  # relative to the start of `audio`
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)  # ~3 s sentences: at most ~150 MB of cached audio per process
 def _sentence(text: str, voice: Voice, synth: Callable[[str, Voice], Synthesis]) -> _Speech:
     """One sentence, trimmed to its words (50 ms before the first, 120 ms after the last). Cached: the agent says
     the same short sentences often, and festival is the slowest step."""
