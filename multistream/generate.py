@@ -43,10 +43,10 @@ def sample(logits: torch.Tensor, s: Sampling, rng: torch.Generator | None) -> to
         return logits.argmax(-1)
     logits = logits.float() / s.temperature
     if 0 < s.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, s.top_k, dim=-1).values[:, -1:]  # [B, 1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=rng).squeeze(1)
+        top = torch.topk(logits, s.top_k, dim=-1)  # sample among the k best only: [B, k]
+        pick = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=rng)  # [B, 1]
+        return top.indices.gather(1, pick).squeeze(1)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng).squeeze(1)
 
 
 class Generator:

@@ -262,3 +262,17 @@ def test_loss_weights_pad_and_codebooks_exactly():
     assert lo.per_stream["audio"] == pytest.approx(float(want_a), rel=1e-5)
     assert float(lo.total) == pytest.approx(float(2.0 * want_t + want_a), rel=1e-5)
     assert lo.tokens == 12 + 22
+
+
+def test_sampling_top_k_and_temperature():
+    from multistream.generate import sample
+
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]] * 2000)
+    rng = torch.Generator().manual_seed(0)
+    ids = sample(logits, Sampling(temperature=1.0, top_k=2), rng)
+    assert set(ids.tolist()) == {1, 2}  # only the two best
+    frac = (ids == 1).float().mean().item()
+    assert abs(frac - torch.softmax(torch.tensor([5.0, 4.0]), 0)[0].item()) < 0.05
+    assert torch.equal(sample(logits[:3], Sampling(temperature=0.0), None), torch.tensor([1, 1, 1]))
+    hot = sample(logits, Sampling(temperature=100.0), rng)
+    assert len(set(hot.tolist())) == 5  # high temperature: close to uniform over the whole vocabulary
