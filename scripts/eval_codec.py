@@ -144,6 +144,7 @@ nominal = {s: r for s, (_, r) in systems.items()}
 measured_opus = opus_bytes * 8 / total_s
 table = {s: {k: mean(v) for k, v in m.items()} | {"bitrate_bps": nominal[s], "n": len(m["stoi"]),
                                                    "pesq_failed": int(sum(math.isnan(x) for x in m["pesq"])),
+                                                   "stoi_undefined": int(sum(math.isnan(x) for x in m["stoi"])),
                                                    "median_lag_samples": float(np.median(lags[s]))}
          for s, m in scores.items()}
 table["opus 6 kbps"]["measured_bitrate_bps_with_ogg"] = measured_opus
@@ -161,8 +162,11 @@ lines = [f"# Codec evaluation: `{ckpt}` on {len(idx)} held-out clips ({total_s /
 for s, r in table.items():
     lines.append(f"| {s} | {r['bitrate_bps']:.0f} | {r['si_sdr']:.2f} | {r['mel']:.3f} | {r['stoi']:.3f} | "
                  f"{r['pesq']:.2f} |")
+first = next(iter(table.values()))
 lines += ["", f"Opus measured bitrate including Ogg overhead: {measured_opus:.0f} bps. Decoded audio aligned to the "
-          "reference by cross-correlation (+-60 ms) for every system; PESQ-WB at 16 kHz; STOI at 10 kHz (pystoi).",
+          "reference by cross-correlation (+-60 ms) for every system; PESQ-WB at 16 kHz; STOI at 10 kHz (pystoi), "
+          f"averaged over the {first['n'] - first['stoi_undefined']} clips long enough for STOI (pystoi needs 30 "
+          "non-silent 25.6 ms frames).",
           "", f"## Linear phone probe (per 80 ms frame; fit on {len(probe_ids)} training-voice clips, "
           f"tested on {int(valid.sum())} held-out frames, {len(vocab)} phone classes)", "",
           "| features | accuracy |", "|---|---|"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,15 @@ def align(est: np.ndarray, ref: np.ndarray, max_shift: int) -> tuple[np.ndarray,
 
 
 def stoi(est: np.ndarray, ref: np.ndarray, sr: int) -> float:
+    """STOI; NaN when the reference has too little speech for it (pystoi then warns and returns 1e-5)."""
     from pystoi import stoi as _stoi
 
-    return float(_stoi(ref, est, sr, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(_stoi(ref, est, sr, extended=False))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        return float("nan")
+    return value
 
 
 def pesq_wb(est: np.ndarray, ref: np.ndarray, sr: int) -> float:
