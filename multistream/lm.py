@@ -23,7 +23,7 @@ from torch import nn
 
 from multistream.streaming import StreamingModule
 from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay
-from multistream.transformer import StreamingTransformer, TransformerConfig
+from multistream.transformer import RMSNorm, StreamingTransformer, TransformerConfig
 
 
 @dataclasses.dataclass
@@ -84,7 +84,7 @@ class RQTransformer(StreamingModule):
         hidden = cfg.adapter_hidden or d
         self.adapters = nn.ModuleDict({s.name: Adapter(s.feature_dim, hidden, d) for s in ss if s.continuous})
         self.temporal = StreamingTransformer(cfg.temporal)
-        self.out_norm = nn.RMSNorm(d, eps=1e-5)
+        self.out_norm = RMSNorm(d)
         # the predicted codebooks in generation order: (spec, codebook index within its stream)
         self.pred: list[tuple[StreamSpec, int]] = [(s, k) for s in ss.predicted for k in range(s.num_codebooks)]
         self.head0 = nn.Linear(d, self.pred[0][0].vocab_size, bias=False)
@@ -93,7 +93,7 @@ class RQTransformer(StreamingModule):
         self.depth_in = nn.ModuleList(nn.Linear(d, e, bias=False) for _ in range(n_depth))
         self.depth_emb = nn.ModuleList(nn.Embedding(self.pred[j][0].vocab_size + 1, e) for j in range(n_depth))
         self.depth = StreamingTransformer(cfg.depth) if n_depth else None
-        self.depth_norm = nn.RMSNorm(e, eps=1e-5) if n_depth else None
+        self.depth_norm = RMSNorm(e) if n_depth else None
         self.depth_heads = nn.ModuleList(
             nn.Linear(e, self.pred[j + 1][0].vocab_size, bias=False) for j in range(n_depth)
         )

@@ -31,6 +31,7 @@ class StreamingModule(nn.Module):
         super().__init__()
         self._streaming_state: Any = None
         self._streaming_active = False
+        self._streaming_cache: list[StreamingModule] | None = None
 
     def _init_streaming_state(self, batch_size: int) -> StreamingState | None:
         """Return this module's fresh state; None for a module that only hosts streaming children."""
@@ -44,10 +45,11 @@ class StreamingModule(nn.Module):
     def state(self) -> Any:
         return self._streaming_state
 
-    def _streaming_modules(self) -> Iterator[StreamingModule]:
-        for m in self.modules():
-            if isinstance(m, StreamingModule):
-                yield m
+    def _streaming_modules(self) -> list[StreamingModule]:
+        # cached while streaming: reset_streaming() runs once per frame on the depth transformer
+        if self._streaming_cache is None:
+            self._streaming_cache = [m for m in self.modules() if isinstance(m, StreamingModule)]
+        return self._streaming_cache
 
     def _start_streaming(self, batch_size: int) -> None:
         if batch_size < 1:
@@ -63,6 +65,8 @@ class StreamingModule(nn.Module):
         for m in self._streaming_modules():
             m._streaming_state = None
             m._streaming_active = False
+        for m in self._streaming_modules():
+            m._streaming_cache = None  # the module tree may change between streaming blocks
 
     @contextmanager
     def streaming(self, batch_size: int = 1) -> Iterator[None]:
