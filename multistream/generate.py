@@ -18,7 +18,7 @@ from collections import deque
 import torch
 
 from multistream.lm import RQTransformer
-from multistream.streams import ZERO_ID, StreamSpec
+from multistream.streams import StreamSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +123,7 @@ class Generator:
         if x.shape != (b, spec.num_codebooks):
             raise ValueError(f"stream {name!r}: expected a frame of tokens [{b}, {spec.num_codebooks}], "
                              f"got {tuple(x.shape)}")
-        if x.dtype.is_floating_point:
-            raise ValueError(f"stream {name!r}: tokens must be integers, got {x.dtype}")
-        if x.numel() and (int(x.max()) >= spec.vocab_size or int(x.min()) < ZERO_ID):
-            bad = int(x.max()) if int(x.max()) >= spec.vocab_size else int(x.min())
-            raise ValueError(f"stream {name!r}: token id {bad} out of range [0, {spec.vocab_size})")
+        spec.check_token_values(x)
         return x.to(self.device, torch.long)
 
     def _delayed(self, spec: StreamSpec, k: int) -> torch.Tensor:

@@ -65,6 +65,16 @@ class StreamSpec:
         if self.loss_weight < 0:
             raise ValueError(f"stream {self.name!r}: loss_weight must be >= 0, got {self.loss_weight}")
 
+    def check_token_values(self, x: torch.Tensor) -> None:
+        """Raise ValueError naming the stream unless `x` holds integer ids in [0, vocab_size) or ZERO_ID."""
+        if x.dtype.is_floating_point or x.dtype == torch.bool:
+            raise ValueError(f"stream {self.name!r}: tokens must be integers, got {x.dtype}")
+        if x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if hi >= self.vocab_size or lo < ZERO_ID:
+                bad = hi if hi >= self.vocab_size else lo
+                raise ValueError(f"stream {self.name!r}: token id {bad} out of range [0, {self.vocab_size})")
+
     @property
     def initial_id(self) -> int:
         """Id fed where nothing has been generated yet (the embedding table has vocab_size + 1 rows)."""
@@ -169,13 +179,7 @@ class StreamSet:
                     raise ValueError(f"stream {n!r}: expected tokens [B, K, T], got shape {tuple(x.shape)}")
                 if x.shape[1] != spec.num_codebooks:
                     raise ValueError(f"stream {n!r}: got {x.shape[1]} codebooks, expected {spec.num_codebooks}")
-                if x.dtype.is_floating_point or x.dtype == torch.bool:
-                    raise ValueError(f"stream {n!r}: tokens must be integers, got {x.dtype}")
-                if x.numel():
-                    lo, hi = int(x.min()), int(x.max())
-                    if hi >= spec.vocab_size or lo < ZERO_ID:
-                        bad = hi if hi >= spec.vocab_size else lo
-                        raise ValueError(f"stream {n!r}: token id {bad} out of range [0, {spec.vocab_size})")
+                spec.check_token_values(x)
                 cur = (x.shape[0], x.shape[2])
             if bt is None:
                 bt = cur
