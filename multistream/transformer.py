@@ -226,20 +226,17 @@ class Block(StreamingModule):
         self.ls2 = LayerScale(cfg.d_model, cfg.layer_scale) if has_ls else None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
 
-    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _branch(self, y: torch.Tensor, ls: LayerScale | None) -> torch.Tensor:
         # optional pieces are skipped rather than called as Identity: this runs ~40 times per decoded frame
-        a = self.attn(self.norm1(x), offset, rot)
-        if self.ls1 is not None:
-            a = self.ls1(a)
+        if ls is not None:
+            y = ls(y)
         if self.drop is not None and self.training:
-            a = self.drop(a)
-        x = x + a
-        f = self.ffn(self.norm2(x), offset)
-        if self.ls2 is not None:
-            f = self.ls2(f)
-        if self.drop is not None and self.training:
-            f = self.drop(f)
-        return x + f
+            y = self.drop(y)
+        return y
+
+    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = x + self._branch(self.attn(self.norm1(x), offset, rot), self.ls1)
+        return x + self._branch(self.ffn(self.norm2(x), offset), self.ls2)
 
 
 @dataclasses.dataclass
