@@ -307,7 +307,6 @@ class _Flite:
             fn = getattr(self.lib, name)
             fn.restype, fn.argtypes = res, args
         self.lib.flite_init()
-        self.libc = ctypes.CDLL(None)
         self.voices: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -334,7 +333,7 @@ class _Flite:
             feats = ctypes.cast(v, ctypes.POINTER(_FliteVoice)).contents.features
             L.feat_set_float(feats, b"duration_stretch", 1.0 / voice.rate)
             # clustergen voices draw excitation noise from libc rand(): a fixed seed makes each call repeatable
-            self.libc.srand(0)
+            _LIBC.srand(0)
             utt = L.flite_synth_text(text.encode(), v)
             try:
                 w = ctypes.cast(L.utt_wave(utt), ctypes.POINTER(_FliteWave)).contents
