@@ -3,8 +3,8 @@ quantized on the fly by fbgemm).
 
 Batch-1 decoding is bound by reading the weights once per frame (the temporal transformer once, the depth
 transformer once per predicted codebook), so int8 weights cut the bytes per step 4x against fp32; on this 2-core
-CPU the `small` preset's `Generator.step` drops from ~43 ms to ~23 ms with one thread (`scripts/bench_engine.py`).
-bf16 weights do not help here: the CPU's bf16 GEMV path is no faster than fp32 at batch 1.
+CPU the `small` preset's `Generator.step` drops from ~39 ms to ~22 ms with one thread (~38 -> ~21 ms with two;
+`scripts/bench_engine.py`). bf16 weights help little here: the CPU's bf16 GEMV path is barely faster than fp32.
 
 `torch.ao.quantization.quantize_dynamic` is deprecated upstream in favour of torchao but is what torch 2.11 ships;
 it is wrapped here so that the backend can change without touching callers.
