@@ -106,3 +106,36 @@ def generator_adversarial_losses(real: list[tuple[Tensor, list[Tensor]]],
             feat = feat + F.l1_loss(b, a.detach()) / (a.detach().abs().mean() + 1e-8)
             n += 1
     return adv, feat / max(n, 1)
+
+
+class CodecLoss(nn.Module):
+    """The codec's generator objective in one place, whatever trainer drives it.
+
+    `forward(out, x, ids, disc)` -> (loss, metrics): weighted multi-scale mel + commitment + phone distillation on
+    codebook 0, plus hinge adversarial + feature matching when a discriminator is given. `out` is the codec's
+    training output (`.audio [B, C, N]`, `.phone_logits [B, T, P]`, `.commitment`), x the reference [B, C, N],
+    ids the phone labels [B, T] (`ignore_index` where unknown).
+    """
+
+    def __init__(self, sample_rate: int, cfg, ignore_index: int):
+        super().__init__()
+        self.cfg = cfg  # speech.codec.config.LossConfig
+        self.ignore_index = ignore_index
+        self.mel = MultiScaleMelLoss(sample_rate, cfg.mel_scales, cfg.n_mels)
+
+    def forward(self, out, x: Tensor, ids: Tensor, disc: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]:
+        lc = self.cfg
+        mel = self.mel(out.audio, x)
+        logits = rearrange(out.phone_logits, "b t p -> (b t) p")  # [B*T, P]
+        sem = F.cross_entropy(logits, rearrange(ids, "b t -> (b t)"), ignore_index=self.ignore_index)
+        with torch.no_grad():
+            valid = ids != self.ignore_index
+            acc = (out.phone_logits.argmax(-1) == ids)[valid].float().mean()
+        loss = lc.mel_weight * mel + lc.commitment_weight * out.commitment + lc.semantic_weight * sem
+        metrics = {"mel": float(mel.detach()), "commit": float(out.commitment.detach()),
+                   "phone_ce": float(sem.detach()), "phone_acc": float(acc)}
+        if disc is not None:
+            adv, feat = generator_adversarial_losses(disc(x), disc(out.audio))
+            loss = loss + lc.adv_weight * adv + lc.feat_weight * feat
+            metrics.update(adv=float(adv.detach()), feat=float(feat.detach()))
+        return loss, metrics

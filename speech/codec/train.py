@@ -18,12 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from .config import CodecConfig
 from .data import IGNORE, ClipDataset
-from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, discriminator_loss, generator_adversarial_losses
+from .losses import CodecLoss, MultiScaleSTFTDiscriminator, discriminator_loss
 from .model import MimiCodec
 
 
@@ -55,7 +53,7 @@ class CodecTrainer:
         self.codec, self.data, self.cfg = codec, dataset, cfg
         ccfg: CodecConfig = codec.cfg
         self.loss_cfg = ccfg.loss
-        self.mel = MultiScaleMelLoss(ccfg.sample_rate, ccfg.loss.mel_scales, ccfg.loss.n_mels)
+        self.loss_fn = CodecLoss(ccfg.sample_rate, ccfg.loss, IGNORE)
         self.opt = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
         self.disc = None
         self.disc_opt = None
@@ -82,14 +80,6 @@ class CodecTrainer:
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr * scale
         out = self.codec(x)
-        mel = self.mel(out.audio, x)
-        logits = rearrange(out.phone_logits, "b t p -> (b t) p")  # [B*T, P]
-        sem = F.cross_entropy(logits, rearrange(ids, "b t -> (b t)"), ignore_index=IGNORE)
-        with torch.no_grad():
-            valid = ids != IGNORE
-            acc = (out.phone_logits.argmax(-1) == ids)[valid].float().mean()
-        lc = self.loss_cfg
-        loss = lc.mel_weight * mel + lc.commitment_weight * out.commitment + lc.semantic_weight * sem
         metrics: dict[str, float] = {}
         if self.disc is not None:
             assert self.disc_opt is not None
@@ -99,17 +89,15 @@ class CodecTrainer:
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.disc_opt.step()
-            adv, feat = generator_adversarial_losses(self.disc(x), self.disc(out.audio))
-            loss = loss + lc.adv_weight * adv + lc.feat_weight * feat
-            metrics.update(disc=float(d_loss.detach()), adv=float(adv.detach()), feat=float(feat.detach()))
+            metrics["disc"] = float(d_loss.detach())
+        loss, loss_metrics = self.loss_fn(out, x, ids, self.disc)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.step_count += 1
-        metrics.update(step=self.step_count, loss=float(loss.detach()), mel=float(mel.detach()),
-                       commit=float(out.commitment.detach()),
-                       phone_ce=float(sem.detach()), phone_acc=float(acc), entropy=out.entropy, replaced=out.replaced,
+        metrics.update(step=self.step_count, loss=float(loss.detach()), **loss_metrics,
+                       entropy=out.entropy, replaced=out.replaced,
                        grad_norm=float(gnorm), lr=self.cfg.lr * scale, sec=time.perf_counter() - t0)
         return metrics
 
