@@ -3,26 +3,29 @@
 Training forward (this file) and the one-frame inference step (`generate.py`) share the same modules.
 
 At frame position t the temporal transformer sees the sum of the embeddings of every codebook of every stream at
-(delayed) frame t-1 (`initial_id` at t=0), so that predicting frame t never sees any stream's frame t. Its output
+(delayed) frame t-1 (`initial_id` at t=0), so that predicting frame t never sees any stream's frame t, except the
+input-only streams marked `same_frame`, whose (delayed) frame t is in the sum (observe, then act). Its output
 h_t predicts the first predicted codebook directly (Moshi's text head); each further predicted codebook j >= 1 is a
 step of the depth transformer whose input is `depth_in[j](h_t) + depth_emb[j](token_{j-1})`, the previous
 predicted codebook of the same frame (teacher-forced in training, sampled in inference).
 
 Dimension legend:
     B batch, T frames, D temporal width, E depth width, K codebooks of one stream, P predicted codebooks,
-    V vocabulary of one codebook, F continuous feature dim
+    V vocabulary of one codebook, F continuous feature dims (one or more)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from multistream.encoders import ENCODERS, ContinuousInput
 from multistream.streaming import StreamingModule
-from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay
+from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay, valid_key
 from multistream.transformer import RMSNorm, StreamingTransformer, TransformerConfig
 
 
@@ -31,14 +34,20 @@ class LMConfig:
     streams: StreamSet
     temporal: TransformerConfig = dataclasses.field(default_factory=TransformerConfig)
     depth: TransformerConfig = dataclasses.field(default_factory=lambda: TransformerConfig(d_model=128))
-    adapter_hidden: int = 0  # hidden width of continuous-stream adapters; 0 = temporal d_model
+    adapter_hidden: int = 0  # hidden width of continuous-stream encoders; 0 = temporal d_model
     init_std: float = 0.02
+    frame_rate: float = 12.5  # the one clock: frames per second of every stream (tokenizers must agree)
 
     def __post_init__(self) -> None:
         if isinstance(self.streams, tuple | list):
             self.streams = StreamSet(tuple(self.streams))
         if not isinstance(self.streams, StreamSet):
             raise ValueError(f"streams must be a StreamSet, got {type(self.streams).__name__}")
+        if not (isinstance(self.frame_rate, int | float) and math.isfinite(self.frame_rate) and self.frame_rate > 0):
+            raise ValueError(f"frame_rate must be a positive number of frames per second, got {self.frame_rate!r}")
+        for s in self.streams:
+            if s.continuous and s.encoder not in ENCODERS:
+                raise ValueError(f"stream {s.name!r}: unknown encoder {s.encoder!r}; registered: {sorted(ENCODERS)}")
         n_depth = self.streams.num_predicted - 1
         wps = self.depth.weights_per_step
         if wps and wps != n_depth:
@@ -53,15 +62,15 @@ class LMOutput:
     mask: dict[str, torch.Tensor]  # per predicted stream: [B, K, T] bool, True where the target counts
 
 
-class Adapter(nn.Module):
-    """LLaMA-Omni-style projector: continuous features [B, T, F] -> [B, T, D]."""
-
-    def __init__(self, f: int, hidden: int, d: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(f, hidden), nn.GELU(), nn.Linear(hidden, d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+def shift_time(x: torch.Tensor, n: int, fill: float | int | bool, dim: int) -> torch.Tensor:
+    """Shift `x` right by n steps along `dim`, keeping its length: the first n steps hold `fill`."""
+    t = x.shape[dim]
+    n = min(n, t)
+    if n == 0:
+        return x
+    pad_shape = list(x.shape)
+    pad_shape[dim] = n
+    return torch.cat([x.new_full(pad_shape, fill), x.narrow(dim, 0, t - n)], dim=dim)
 
 
 def embed_or_zero(emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
@@ -82,7 +91,7 @@ class RQTransformer(StreamingModule):
             nn.Embedding(s.vocab_size + 1, d) for s in ss.token_streams for _ in range(s.num_codebooks)
         )
         hidden = cfg.adapter_hidden or d
-        self.adapters = nn.ModuleDict({s.name: Adapter(s.feature_dim, hidden, d) for s in ss if s.continuous})
+        self.adapters = nn.ModuleDict({s.name: ContinuousInput(s, hidden, d) for s in ss if s.continuous})
         self.temporal = StreamingTransformer(cfg.temporal)
         self.out_norm = RMSNorm(d)
         # the predicted codebooks in generation order: (spec, codebook index within its stream)
@@ -93,6 +102,8 @@ class RQTransformer(StreamingModule):
         self.depth_in = nn.ModuleList(nn.Linear(d, e, bias=False) for _ in range(n_depth))
         self.depth_emb = nn.ModuleList(nn.Embedding(self.pred[j][0].vocab_size + 1, e) for j in range(n_depth))
         self.depth = StreamingTransformer(cfg.depth) if n_depth else None
+        if self.depth is not None:
+            self.depth.cache_hint = n_depth  # one cache slot per depth step: the depth cache never grows
         self.depth_norm = RMSNorm(e) if n_depth else None
         self.depth_heads = nn.ModuleList(
             nn.Linear(e, self.pred[j + 1][0].vocab_size, bias=False) for j in range(n_depth)
@@ -113,14 +124,15 @@ class RQTransformer(StreamingModule):
 
     # ---- pieces shared by the training forward and the inference step ----
 
-    def embed_frames(self, tokens: list[torch.Tensor], features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed_frames(self, tokens: list[torch.Tensor],
+                     features: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Sum of embeddings. tokens: per token codebook [B, T] (already delayed and shifted); features: per
-        continuous stream [B, T, F] (already delayed and shifted, zeros where absent) -> [B, T, D]."""
+        continuous stream (values [B, T, *F], valid [B, T]) already delayed and shifted -> [B, T, D]."""
         x = embed_or_zero(self.embs[0], tokens[0])
         for emb, ids in zip(self.embs[1:], tokens[1:], strict=True):
             x = x + embed_or_zero(emb, ids)
-        for name, f in features.items():
-            x = x + self.adapters[name](f)
+        for name, (f, valid) in features.items():
+            x = x + self.adapters[name](f, valid).to(x.dtype)
         return x
 
     def depth_logits(self, h: torch.Tensor, prev: list[torch.Tensor], start: int) -> list[torch.Tensor]:
@@ -151,15 +163,17 @@ class RQTransformer(StreamingModule):
             if s.predicted:
                 targets[s.name] = dl
                 mask[s.name] = valid & (dl != ZERO_ID)
-            inp = torch.cat([dl.new_full((b, s.num_codebooks, 1), s.initial_id), dl[:, :, :-1]], dim=2)  # [B,K,T]
+            # frame t sees frame t-1, except same-frame inputs (observe, then act)
+            inp = dl if s.same_frame else shift_time(dl, 1, s.initial_id, dim=2)  # [B, K, T]
             tokens.extend(inp.unbind(1))
         features = {}
         for s in ss:
             if s.continuous:
-                f = batch[s.name]
-                shift = s.delays[0] + 1
-                features[s.name] = torch.cat([f.new_zeros(b, min(shift, t), f.shape[2]), f[:, : max(t - shift, 0)]],
-                                             dim=1)  # [B, T, F]
+                f = batch[s.name]  # [B, T, *F]
+                valid = batch.get(valid_key(s.name))
+                valid = torch.ones(b, t, dtype=torch.bool, device=f.device) if valid is None else valid.bool()
+                shift = s.delays[0] + (0 if s.same_frame else 1)
+                features[s.name] = (shift_time(f, shift, 0.0, dim=1), shift_time(valid, shift, False, dim=1))
         h = self.out_norm(self.temporal(self.embed_frames(tokens, features)))  # [B, T, D]
 
         all_logits = [self.head0(h)]  # [B, T, V]

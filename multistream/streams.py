@@ -4,7 +4,17 @@ A model is defined over an ordered `StreamSet` of `StreamSpec`s. Each token stre
 `vocab_size` entries; every codebook advances on the same frame clock and may lag by its own delay (Moshi's
 acoustic delay). A stream is either *predicted* (the model generates it: text, agent audio, actions) or
 *input-only* (the world supplies it: user audio, camera, force). A *continuous* stream carries float features
-(e.g. a speech or vision encoder's output, LLaMA-Omni style) that a small adapter MLP projects into the model.
+(e.g. a speech or vision encoder's output, LLaMA-Omni style) that an input encoder projects into the model: the
+adapter MLP by default, or a named trainable encoder (`multistream.encoders`, e.g. a small CNN over images).
+
+Frame timing. By default the temporal input at frame t holds every stream's (delayed) frame t-1, so predicting
+frame t never sees frame t of anything: right for streams that are produced together (the user speaks while the
+agent speaks). An input-only stream marked `same_frame` is instead seen by the predictions of its own frame:
+observe, then act (a policy's action at frame t depends on the camera at frame t).
+
+Missing values. A token stream says "no value at this frame" with `ZERO_ID`; a continuous stream with a validity
+mask (`batch[valid_key(name)]`, bool [B, T]; absent = all valid): an invalid frame is embedded as the stream's
+learned "missing" vector, never as silent zeros.
 
 Special ids (never literals elsewhere):
     `spec.initial_id` (= vocab_size): "ungenerated / before the start", fed for positions a delay leaves empty.
@@ -23,6 +33,12 @@ from collections.abc import Iterator, Mapping
 import torch
 
 ZERO_ID = -1  # "no input": zero embedding, never a target
+VALID_SUFFIX = "/valid"  # batch key suffix of a continuous stream's validity mask ('/' is not allowed in names)
+
+
+def valid_key(name: str) -> str:
+    """Batch key of the validity mask (bool [B, T], or [B] for one frame) of continuous stream `name`."""
+    return name + VALID_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,17 +52,33 @@ class StreamSpec:
     codebook_weights: tuple[float, ...] | None = None  # per-codebook loss weights (Moshi: semantic > acoustic)
     pad_id: int | None = None  # text PAD id, weighted by pad_weight in the loss
     pad_weight: float = 1.0
-    continuous: bool = False  # float features [B, T, F] instead of tokens
-    feature_dim: int = 0  # F for continuous streams
+    continuous: bool = False  # float features [B, T, *feature_shape] instead of tokens
+    feature_dim: int = 0  # F for continuous streams of vectors (feature_shape = (F,))
+    feature_shape: tuple[int, ...] = ()  # per-frame shape of a continuous stream's features, e.g. (64, 64, 3)
+    encoder: str = "mlp"  # continuous streams: input encoder trained with the model (see multistream.encoders)
+    same_frame: bool = False  # input-only: seen by the predictions of its own frame (observe, then act)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"stream name must be a non-empty string, got {self.name!r}")
+        if "/" in self.name:
+            raise ValueError(f"stream name {self.name!r} must not contain '/'")
+        object.__setattr__(self, "delays", tuple(int(d) for d in self.delays))
+        object.__setattr__(self, "feature_shape", tuple(int(d) for d in self.feature_shape))
+        if self.same_frame and self.predicted:
+            raise ValueError(f"stream {self.name!r}: a predicted stream cannot be same_frame (it would see the "
+                             "token it must predict)")
         if self.continuous:
             if self.predicted:
                 raise ValueError(f"stream {self.name!r}: continuous streams are input-only")
+            if not self.feature_shape and self.feature_dim > 0:
+                object.__setattr__(self, "feature_shape", (self.feature_dim,))
+            if not self.feature_shape or any(d <= 0 for d in self.feature_shape):
+                raise ValueError(f"stream {self.name!r}: continuous stream needs feature_dim > 0 or a positive "
+                                 f"feature_shape, got feature_dim={self.feature_dim}, "
+                                 f"feature_shape={self.feature_shape}")
             if self.feature_dim <= 0:
-                raise ValueError(f"stream {self.name!r}: continuous stream needs feature_dim > 0")
+                object.__setattr__(self, "feature_dim", self.feature_shape[-1])
             if self.num_codebooks != 1:
                 raise ValueError(f"stream {self.name!r}: continuous stream has num_codebooks=1")
         elif self.vocab_size < 1:
@@ -107,6 +139,9 @@ class StreamSet:
     def __len__(self) -> int:
         return len(self.streams)
 
+    def __contains__(self, name: object) -> bool:
+        return any(s.name == name for s in self.streams)
+
     def __getitem__(self, name: str) -> StreamSpec:
         for s in self.streams:
             if s.name == name:
@@ -153,11 +188,19 @@ class StreamSet:
     def check_batch(self, batch: Mapping[str, torch.Tensor], names: list[str] | None = None) -> tuple[int, int]:
         """Validate tensors for `names` (default: all streams); return (B, T). Raises ValueError naming the value.
 
-        Token streams: integer [B, K, T] with ids in [0, vocab) or ZERO_ID. Continuous: float [B, T, F].
+        Token streams: integer [B, K, T] with ids in [0, vocab) or ZERO_ID. Continuous: float [B, T, *feature_shape],
+        with an optional validity mask `batch[valid_key(name)]` bool [B, T].
         """
+        if not isinstance(batch, Mapping):
+            raise ValueError(f"batch must be a dict of stream name -> tensor, got {type(batch).__name__}")
         names = self.names if names is None else names
         for n in batch:
-            if n not in self.names:
+            base = n[: -len(VALID_SUFFIX)] if isinstance(n, str) and n.endswith(VALID_SUFFIX) else None
+            if base is not None:
+                if base not in self or not self[base].continuous:
+                    raise ValueError(f"validity mask {n!r} names no continuous stream; continuous streams are "
+                                     f"{[s.name for s in self.streams if s.continuous]}")
+            elif n not in self:
                 raise ValueError(f"unknown stream {n!r}; streams are {self.names}")
         bt: tuple[int, int] | None = None
         for n in names:
@@ -168,12 +211,18 @@ class StreamSet:
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"stream {n!r}: expected a torch.Tensor, got {type(x).__name__}")
             if spec.continuous:
-                if x.dim() != 3 or x.shape[2] != spec.feature_dim:
-                    raise ValueError(f"stream {n!r}: expected features [B, T, {spec.feature_dim}], "
-                                     f"got {tuple(x.shape)}")
+                if x.dim() != 2 + len(spec.feature_shape) or tuple(x.shape[2:]) != spec.feature_shape:
+                    want = ", ".join(map(str, spec.feature_shape))
+                    raise ValueError(f"stream {n!r}: expected features [B, T, {want}], got {tuple(x.shape)}")
                 if not x.dtype.is_floating_point:
                     raise ValueError(f"stream {n!r}: features must be floating point, got {x.dtype}")
                 cur = (x.shape[0], x.shape[1])
+                vk = valid_key(n)
+                if vk in batch:
+                    m = batch[vk]
+                    if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != cur:
+                        raise ValueError(f"{vk!r} must be a bool tensor of shape {cur}, got "
+                                         f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}")
             else:
                 if x.dim() != 3:
                     raise ValueError(f"stream {n!r}: expected tokens [B, K, T], got shape {tuple(x.shape)}")

@@ -4,8 +4,15 @@ The same module serves training (whole sequences, no state) and inference (insid
 call appends its steps to the KV cache and continues the positions). Used by the temporal and depth transformers of
 the RQ-Transformer and by the codec's bottleneck.
 
+Streaming KV cache: a preallocated ring buffer of `context` slots per layer (grown by doubling when the context is
+unlimited), written in place, so a decoding step costs the same at frame 10 and at frame 2000 and has static shapes
+(graph-capturable). Positions are per batch row: every row has its own clock and its own record of which slot holds
+which position, so one row can be reset (a finished episode, an ended conversation) while the others go on
+bit-identically (`reset_streaming(rows)`).
+
 Dimension legend:
-    B: batch, T: new steps in this call, L: cached + new steps (keys), D: d_model,
+    B: batch, T: new steps in this call, L: keys attended (cache slots, + T new ones for T > 1), C: cache slots,
+    D: d_model,
     H: query heads, G: key/value heads, Dh: head dim, S: number of weight sets (weights_per_step)
 """
 
@@ -16,7 +23,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import repeat
 from torch import nn
 
 from multistream.streaming import StreamingModule, StreamingState
@@ -71,10 +77,11 @@ class TransformerConfig:
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """cos, sin [T, 1, Dh/2] for integer positions [T]; computed once per transformer call, shared by all layers."""
+    """cos, sin [T, 1, Dh/2] for positions [T] (or [B, T, 1, Dh/2] for per-row positions [B, T]); computed once per
+    transformer call, shared by all layers."""
     half = head_dim // 2
     freqs = torch.exp(-math.log(theta) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None, None] * freqs  # [T, 1, Dh/2]
+    angles = positions.to(torch.float32)[..., None, None] * freqs  # [(B,) T, 1, Dh/2]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -130,9 +137,18 @@ def make_norm(kind: str, d: int) -> nn.Module:
 
 @dataclasses.dataclass
 class KVCacheState(StreamingState):
-    k: torch.Tensor | None = None  # [B, G, L, Dh], keys already rotated
-    v: torch.Tensor | None = None  # [B, G, L, Dh]
-    offset: int = 0  # absolute position of the next step
+    k: torch.Tensor | None = None  # [B, G, C, Dh] keys already rotated (allocated at the first call)
+    v: torch.Tensor | None = None  # [B, G, C, Dh]
+
+
+@dataclasses.dataclass
+class CacheStep:
+    """What the transformer tells every layer about one streaming call (shared: all layers see the same slots)."""
+
+    slots: torch.Tensor  # [M] long: the cache slots the last M new steps are written to
+    first: int  # index (within the T new steps) of the first step that is written
+    mask: torch.Tensor  # [B, 1, T, L] bool: which keys each query sees
+    concat: bool  # T > 1: attend over the cache followed by the new steps; T == 1: over the cache after writing
 
 
 class Attention(StreamingModule):
@@ -146,7 +162,19 @@ class Attention(StreamingModule):
     def _init_streaming_state(self, batch_size: int) -> KVCacheState:
         return KVCacheState(batch_size=batch_size)
 
-    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        pass  # stale keys of a reset row stay in its slots but are masked out (the transformer forgets their positions)
+
+    def grow(self, capacity: int) -> None:
+        """Enlarge the cache to `capacity` slots (unlimited context); new slots are empty."""
+        st: KVCacheState = self.state
+        if st.k is not None and st.k.shape[2] < capacity:
+            pad = capacity - st.k.shape[2]
+            st.k = torch.cat([st.k, st.k.new_zeros(*st.k.shape[:2], pad, st.k.shape[3])], dim=2)
+            st.v = torch.cat([st.v, st.v.new_zeros(*st.v.shape[:2], pad, st.v.shape[3])], dim=2)
+
+    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...], cache: CacheStep | None = None,
+                capacity: int = 0) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = x.shape
         h, g = cfg.num_heads, cfg.kv_heads
@@ -157,32 +185,30 @@ class Attention(StreamingModule):
         k = qk[:, :, h:].transpose(1, 2)  # [B, G, T, Dh]
         v = qkv[:, :, h + g :].transpose(1, 2)  # [B, G, T, Dh]
 
-        st: KVCacheState | None = self.state
-        if st is not None:
-            if st.batch_size != b:
-                raise ValueError(f"streaming batch size is {st.batch_size}, got input with batch {b}")
-            if st.k is not None:
-                k = torch.cat([st.k, k], dim=2)  # [B, G, L, Dh]
-                v = torch.cat([st.v, v], dim=2)
-            # Keep only what a future query can still see: with a window of `context` steps the next query
-            # attends to itself plus the previous context-1 steps.
-            keep = k.shape[2] if cfg.context is None else min(k.shape[2], cfg.context - 1)
-            st.k, st.v = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]
-        if cfg.kv_heads != cfg.num_heads:
-            rep = cfg.num_heads // cfg.kv_heads
-            k = repeat(k, "b g l e -> b (g r) l e", r=rep)  # [B, H, L, Dh]
-            v = repeat(v, "b g l e -> b (g r) l e", r=rep)
-        if t == 1 and (cfg.context is None or k.shape[2] <= cfg.context):
-            allowed = None  # one query that sees every cached key (the decoding hot path)
-        else:
-            pos_q = torch.arange(offset, offset + t, device=x.device)
-            pos_k = torch.arange(offset + t - k.shape[2], offset + t, device=x.device)
-            delta = pos_q[:, None] - pos_k[None, :]  # [T, L]
+        if cache is None:
+            pos = torch.arange(offset, offset + t, device=x.device)
+            delta = pos[:, None] - pos[None, :]  # [T, T]
             allowed = delta >= 0
             if cfg.context is not None:
                 allowed = allowed & (delta < cfg.context)
+        else:
+            st: KVCacheState = self.state
+            if st.k is None:
+                st.k = k.new_zeros(b, g, capacity, cfg.head_dim)  # [B, G, C, Dh]
+                st.v = v.new_zeros(b, g, capacity, cfg.head_dim)
+            elif st.k.shape[2] < capacity:
+                self.grow(capacity)
+            if cache.concat:
+                keys, vals = torch.cat([st.k, k], dim=2), torch.cat([st.v, v], dim=2)  # [B, G, C + T, Dh]
+            new_k, new_v = k[:, :, cache.first :], v[:, :, cache.first :]  # [B, G, M, Dh]
+            st.k.index_copy_(2, cache.slots, new_k.to(st.k.dtype))
+            st.v.index_copy_(2, cache.slots, new_v.to(st.v.dtype))
+            if not cache.concat:
+                keys, vals = st.k, st.v  # [B, G, C, Dh]
+            k, v, allowed = keys, vals, cache.mask
         drop = cfg.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # [B, H, T, Dh]
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed, dropout_p=drop,
+                                           enable_gqa=g != h)  # [B, H, T, Dh]
         y = y.transpose(1, 2).reshape(b, t, h * cfg.head_dim)  # [B, T, H * Dh]
         return self.out(y, offset)
 
@@ -234,14 +260,21 @@ class Block(StreamingModule):
             y = self.drop(y)
         return y
 
-    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x = x + self._branch(self.attn(self.norm1(x), offset, rot), self.ls1)
+    def forward(self, x: torch.Tensor, offset: int, rot: tuple[torch.Tensor, ...], cache: CacheStep | None = None,
+                capacity: int = 0) -> torch.Tensor:
+        x = x + self._branch(self.attn(self.norm1(x), offset, rot, cache, capacity), self.ls1)
         return x + self._branch(self.ffn(self.norm2(x), offset), self.ls2)
 
 
 @dataclasses.dataclass
-class OffsetState(StreamingState):
-    offset: int = 0
+class TransformerState(StreamingState):
+    positions: torch.Tensor  # [B] long: the next absolute position of each row (rows have their own clocks)
+    slot_pos: torch.Tensor  # [B, C] long: absolute position of the key each cache slot holds per row; -1 = empty
+    write: int = 0  # next slot to write (ring index when the context is bounded)
+    steps: int = 0  # steps taken since streaming started (the offset of per-step weights, shared by all rows)
+
+
+UNBOUNDED_CACHE_START = 64  # initial slots of an unlimited-context cache (doubled when full)
 
 
 class StreamingTransformer(StreamingModule):
@@ -251,22 +284,74 @@ class StreamingTransformer(StreamingModule):
         super().__init__()
         self.cfg = cfg
         self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.num_layers)])
+        # slots of an unlimited-context cache at the start (an owner that knows its sequence length may set it,
+        # e.g. the depth transformer: one slot per depth step)
+        self.cache_hint = UNBOUNDED_CACHE_START
 
-    def _init_streaming_state(self, batch_size: int) -> OffsetState:
-        return OffsetState(batch_size=batch_size)
+    def _init_streaming_state(self, batch_size: int) -> TransformerState:
+        p = next(self.parameters(), None)
+        device = p.device if p is not None else None
+        cap = self.cfg.context if self.cfg.context is not None else self.cache_hint
+        return TransformerState(batch_size=batch_size, positions=torch.zeros(batch_size, dtype=torch.long,
+                                                                             device=device),
+                                slot_pos=torch.full((batch_size, cap), -1, dtype=torch.long, device=device))
+
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        st: TransformerState = self.state
+        if bool(rows.all()):  # a whole reset (the depth transformer, every frame): back to slot 0, in place
+            st.positions.zero_()
+            st.slot_pos.fill_(-1)
+            st.write = 0
+            st.steps = 0
+            return
+        st.positions.masked_fill_(rows, 0)
+        st.slot_pos.masked_fill_(rows[:, None], -1)
 
     @property
     def offset(self) -> int:
-        return self.state.offset if self.state is not None else 0
+        """Steps taken since streaming started (0 outside streaming)."""
+        return self.state.steps if self.state is not None else 0
+
+    def _cache_step(self, t: int, device: torch.device) -> tuple[CacheStep, torch.Tensor, int]:
+        """Slots, mask and per-row positions [B, T] for `t` new steps; advances the state."""
+        st: TransformerState = self.state
+        ctx = self.cfg.context
+        cap = st.slot_pos.shape[1]
+        if ctx is None and st.write + t > cap:  # unlimited context: grow by doubling
+            new_cap = max(2 * cap, st.write + t)
+            st.slot_pos = torch.cat([st.slot_pos, st.slot_pos.new_full((st.batch_size, new_cap - cap), -1)], dim=1)
+            cap = new_cap
+        pos = st.positions[:, None] + torch.arange(t, device=device)  # [B, T]
+        m = min(t, cap)
+        first = t - m
+        slots = (st.write + first + torch.arange(m, device=device)) % cap  # [M]
+        concat = t > 1
+        if concat:
+            key_pos = torch.cat([st.slot_pos, pos], dim=1)  # [B, C + T]
+        st.slot_pos.index_copy_(1, slots, pos[:, first:])
+        if not concat:
+            key_pos = st.slot_pos  # [B, C]
+        delta = pos[:, :, None] - key_pos[:, None, :]  # [B, T, L]
+        allowed = (key_pos[:, None, :] >= 0) & (delta >= 0)
+        if ctx is not None:
+            allowed = allowed & (delta < ctx)
+        st.write = (st.write + t) % cap if ctx is not None else st.write + t
+        st.positions += t
+        st.steps += t
+        return CacheStep(slots=slots, first=first, mask=allowed[:, None], concat=concat), pos, cap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.cfg.d_model:
             raise ValueError(f"transformer input must be [B, T, {self.cfg.d_model}], got {tuple(x.shape)}")
         offset = self.offset
-        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        if self.state is None:
+            positions = torch.arange(offset, offset + x.shape[1], device=x.device)  # [T]
+            cache, cap = None, 0
+        else:
+            if self.state.batch_size != x.shape[0]:
+                raise ValueError(f"streaming batch size is {self.state.batch_size}, got input with batch {x.shape[0]}")
+            cache, positions, cap = self._cache_step(x.shape[1], x.device)  # positions [B, T]
         rot = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for layer in self.layers:
-            x = layer(x, offset, rot)
-        if self.state is not None:
-            self.state.offset += x.shape[1]
+            x = layer(x, offset, rot, cache, cap)
         return x

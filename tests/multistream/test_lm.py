@@ -4,18 +4,21 @@ import torch
 from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, RQTransformer
 from multistream.presets import moshi_streams, tiny
-from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay, undelay
+from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay, undelay, valid_key
 from multistream.transformer import TransformerConfig
 
 
 def mixed_streams() -> StreamSet:
-    """Every kind of stream: predicted text, predicted delayed audio, input audio, an input continuous stream."""
+    """Every kind of stream: predicted text, predicted delayed audio, input audio, an input continuous stream with
+    a validity mask, and same-frame inputs (tokens with a delay, images through a trainable CNN)."""
     return StreamSet((
         StreamSpec("text", vocab_size=11, predicted=True, pad_id=0, pad_weight=0.5),
         StreamSpec("agent", vocab_size=13, num_codebooks=3, delays=(0, 2, 1), predicted=True,
                    codebook_weights=(10.0, 1.0, 1.0)),
         StreamSpec("user", vocab_size=13, num_codebooks=2, delays=(0, 1)),
         StreamSpec("feat", continuous=True, feature_dim=5, delays=(1,)),
+        StreamSpec("obs", vocab_size=7, num_codebooks=2, delays=(0, 1), same_frame=True),
+        StreamSpec("img", continuous=True, feature_shape=(12, 12, 3), encoder="conv2d", same_frame=True),
     ))
 
 
@@ -34,7 +37,8 @@ def random_batch(streams: StreamSet, b=2, t=9, seed=1) -> dict[str, torch.Tensor
     out = {}
     for s in streams:
         if s.continuous:
-            out[s.name] = torch.randn(b, t, s.feature_dim, generator=g)
+            out[s.name] = torch.randn(b, t, *s.feature_shape, generator=g)
+            out[valid_key(s.name)] = torch.rand(b, t, generator=g) > 0.3
         else:
             out[s.name] = torch.randint(0, s.vocab_size, (b, s.num_codebooks, t), generator=g)
     return out
@@ -126,20 +130,31 @@ def test_streaming_equals_full(wps):
     outs = []
     with Generator(m, batch_size=2, seed=0) as gen:
         for i in range(t):
-            frame = {}
-            for s in ss:
-                frame[s.name] = batch[s.name][:, i] if s.continuous else batch[s.name][:, :, i]
-            o = gen.step(frame)
+            o = gen.step(frame_at(ss, batch, i))
             for n in full:
                 got[n].append(gen.last_logits[n])
             outs.append(o)
     for n in full:
         torch.testing.assert_close(torch.stack(got[n], dim=2), full[n], atol=1e-4, rtol=1e-4)
-    dmax = max(s.max_delay for s in ss.predicted)
-    assert all(o is None for o in outs[:dmax])
-    # teacher-forced outputs are the recorded frames, undelayed
-    for o in outs[dmax:]:
-        assert torch.equal(o.tokens["agent"], batch["agent"][:, :, o.frame])
+    # teacher-forced outputs are the recorded frames, undelayed; each stream returns once its own delays filled
+    for i, o in enumerate(outs):
+        assert o.frames["text"].tolist() == [i, i]
+        assert torch.equal(o.tokens["text"], batch["text"][:, :, i])
+        if i < 2:
+            assert "agent" not in o.tokens
+        else:
+            assert o.frames["agent"].tolist() == [i - 2, i - 2]
+            assert torch.equal(o.tokens["agent"], batch["agent"][:, :, i - 2])
+
+
+def frame_at(ss: StreamSet, batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Frame i of every stream (and validity mask) of a batch, as Generator.step takes it."""
+    frame = {}
+    for s in ss:
+        frame[s.name] = batch[s.name][:, i] if s.continuous else batch[s.name][:, :, i]
+        if s.continuous and valid_key(s.name) in batch:
+            frame[valid_key(s.name)] = batch[valid_key(s.name)][:, i]
+    return frame
 
 
 def test_generator_seeded_and_bad_input():
@@ -151,21 +166,30 @@ def test_generator_seeded_and_bad_input():
         toks = []
         with Generator(m, seed=seed, sampling={"text": Sampling(temperature=1.0, top_k=5)}) as gen:
             for i in range(6):
-                o = gen.step({"user": inp["user"][:, :, i], "feat": inp["feat"][:, i]})
-                if o is not None:
+                o = gen.step({n: v for n, v in frame_at(ss, inp, i).items() if n not in ("text", "agent")})
+                if "agent" in o.tokens:
                     toks.append(torch.cat([o.tokens["text"], o.tokens["agent"]], 1))
         return torch.cat(toks)
 
     assert torch.equal(run(1), run(1))
+    good = {n: v for n, v in frame_at(ss, inp, 0).items() if n not in ("text", "agent")}
     with Generator(m) as gen:
         with pytest.raises(ValueError, match="missing input stream 'user'"):
-            gen.step({"feat": inp["feat"][:, 0]})
+            gen.step({n: v for n, v in good.items() if n != "user"})
         with pytest.raises(ValueError, match="unknown stream 'nope'"):
-            gen.step({"nope": torch.zeros(1, 1)})
+            gen.step(dict(good, nope=torch.zeros(1, 1)))
         with pytest.raises(ValueError, match=r"token id 13 out of range"):
-            gen.step({"user": torch.full((1, 2), 13), "feat": inp["feat"][:, 0]})
+            gen.step(dict(good, user=torch.full((1, 2), 13)))
         with pytest.raises(ValueError, match=r"\[1, 2\]"):
-            gen.step({"user": torch.zeros(1, 3, dtype=torch.long), "feat": inp["feat"][:, 0]})
+            gen.step(dict(good, user=torch.zeros(1, 3, dtype=torch.long)))
+        with pytest.raises(ValueError, match=r"stream 'user': expected a torch.Tensor or numpy array, got list"):
+            gen.step(dict(good, user=[[1, 2]]))
+        with pytest.raises(ValueError, match=r"'feat/valid' must be a bool tensor"):
+            gen.step(dict(good, **{"feat/valid": torch.ones(1)}))
+        with pytest.raises(ValueError, match="inputs must be a dict"):
+            gen.step([good])
+        o = gen.step({n: v.numpy() for n, v in good.items()})  # numpy frames are accepted
+        assert o.tokens["text"].shape == (1, 1)
 
 
 def test_bad_batches_raise_naming_the_value():
@@ -193,14 +217,27 @@ def test_bad_batches_raise_naming_the_value():
 
 
 def test_zero_id_means_no_input():
+    """ZERO_ID contributes a zero embedding: with a stream all ZERO_ID, its embedding tables do not matter."""
     ss = mixed_streams()
     m = make_model(ss)
     batch = random_batch(ss, t=5)
     batch["user"][:] = ZERO_ID
     batch["text"][:, :, 2] = ZERO_ID
-    out = m(batch)
-    assert not out.mask["text"][:, 0, 2].any()
-    assert torch.isfinite(out.logits["agent"]).all()
+    with torch.no_grad():
+        out = m(batch)
+        assert not out.mask["text"][:, 0, 2].any()
+        assert torch.isfinite(out.logits["agent"]).all()
+        user_tables = [m.embs[i] for i in (4, 5)]  # text (1) + agent (3) codebooks come first
+        for e in user_tables:
+            assert e.weight.shape[0] == ss["user"].vocab_size + 1
+            e.weight[:-1].normal_(std=5.0)  # any token rows: ZERO_ID must not read them (the last is initial_id)
+        again = m(batch)
+        for e in user_tables:
+            e.weight[:-1].zero_()
+        zeroed = m(batch)
+    for n in out.logits:
+        torch.testing.assert_close(again.logits[n], out.logits[n], rtol=0, atol=0)
+        torch.testing.assert_close(zeroed.logits[n], out.logits[n], rtol=0, atol=0)
 
 
 def test_moshi_7b_parameter_count_on_meta():

@@ -70,3 +70,58 @@ def test_bad_config_and_input():
         m(torch.randn(2, 5, 16))
     with m.streaming(2), pytest.raises(ValueError, match="batch 3"):
         m(torch.randn(3, 1, 32))
+
+
+@pytest.mark.parametrize("kw", [{"context": 5}, {"context": 5, "num_kv_heads": 2}, {}])
+def test_ring_cache_chunked_equals_full_past_wrap_and_growth(kw):
+    """Chunks larger than the ring (context 5), single steps after many wraps, and (unlimited context) growth of
+    the preallocated cache past its initial size."""
+    m = _model(**kw)
+    m.cache_hint = 4  # an unlimited cache starts at 4 slots and must grow by doubling
+    x = torch.randn(2, 40, 32)
+    cuts = [0, 1, 8, 9, 10, 23, 24, 25, 26, 40]
+    with torch.no_grad():
+        full = m(x)
+        with m.streaming(2):
+            outs = [m(x[:, a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            slots = m.state.slot_pos.shape[1]
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+    assert slots == (5 if kw else 64)
+
+
+def test_ring_cache_is_preallocated_and_written_in_place():
+    m = _model(context=8)
+    with torch.no_grad(), m.streaming(1):
+        m(torch.randn(1, 1, 32))
+        k = m.layers[0].attn.state.k
+        ptr, shape = k.data_ptr(), tuple(k.shape)
+        for _ in range(30):
+            m(torch.randn(1, 1, 32))
+        assert m.layers[0].attn.state.k.data_ptr() == ptr and tuple(m.layers[0].attn.state.k.shape) == shape
+    assert shape == (1, 4, 8, 8)  # [B, G, C = context, Dh]
+
+
+@pytest.mark.parametrize("kw", [{"context": 4}, {}])
+def test_reset_one_row(kw):
+    """Resetting row 1 leaves rows 0 and 2 bit-identical; row 1 then matches a fresh run of its new input."""
+    m = _model(**kw)
+    x = torch.randn(3, 12, 32)
+    fresh_in = torch.randn(1, 7, 32)
+    with torch.no_grad():
+        with m.streaming(3):
+            ref = torch.cat([m(x[:, i : i + 1]) for i in range(12)], 1)
+        with m.streaming(3):
+            got = []
+            for i in range(12):
+                xi = x[:, i : i + 1].clone()
+                if i == 5:
+                    m.reset_streaming([1])
+                if i >= 5:
+                    xi[1] = fresh_in[:, i - 5]
+                got.append(m(xi))
+            got = torch.cat(got, 1)
+        fresh = m(fresh_in)
+    assert torch.equal(got[[0, 2]], ref[[0, 2]])
+    torch.testing.assert_close(got[1, 5:], fresh[0], atol=1e-5, rtol=1e-5)
+    with m.streaming(3), pytest.raises(ValueError, match="row 3 out of range"):
+        m.reset_streaming([3])
