@@ -132,6 +132,7 @@ class Generator:
         mask = rows_mask(rows, self.batch_size).to(self.device)
         self.model.reset_streaming(mask)
         self.row_t.masked_fill_(mask, 0)
+        self.min_row_t = 0
         for i, s in enumerate(self._token_codebooks):
             self.prev_tokens[i].masked_fill_(mask, s.initial_id)
         for f in self.prev_features.values():
@@ -141,11 +142,13 @@ class Generator:
         b = self.batch_size
         self.t = 0  # steps since the `with` block started (all rows)
         self.row_t = torch.zeros(b, dtype=torch.long, device=self.device)  # frames of each row since its reset
+        self.min_row_t = 0  # a lower bound of row_t (python int): no per-row gating once every delay has filled
         keep = max(s.max_delay for s in self.ss) + 2
         # caller-supplied undelayed frames, newest last; None where a predicted stream was not forced
         self.history: dict[str, deque] = {s.name: deque(maxlen=keep) for s in self.ss}
         self.generated: deque = deque(maxlen=self.out_delay + 1)  # delayed predicted tokens of each step
         self._token_codebooks = [s for s in self.ss.token_streams for _ in range(s.num_codebooks)]
+        self._codebook_index = [k for s in self.ss.token_streams for k in range(s.num_codebooks)]
         # temporal input of the next step for streams fed one frame late (all but same-frame inputs)
         self.prev_tokens = [torch.full((b,), s.initial_id, dtype=torch.long, device=self.device)
                             for s in self._token_codebooks]
@@ -209,6 +212,8 @@ class Generator:
         init = torch.full((self.batch_size,), spec.initial_id, dtype=torch.long, device=self.device)
         if frame is None:
             return init
+        if self.min_row_t >= d:
+            return frame[:, k]
         return torch.where(self.row_t >= d, frame[:, k], init)
 
     def _delayed_features(self, spec: StreamSpec) -> _Features:
@@ -256,6 +261,7 @@ class Generator:
             chosen = self._frame()
         self.t += 1
         self.row_t += 1
+        self.min_row_t += 1
         self.generated.append(chosen)
 
         out: dict[str, torch.Tensor] = {}
@@ -264,12 +270,14 @@ class Generator:
         for s in self.ss.predicted:
             ds = s.max_delay
             frame = self.row_t - 1 - ds  # [B]
-            if bool((frame >= 0).any()):
+            if self.min_row_t - 1 - ds >= 0 or bool((frame >= 0).any()):
                 cols = []
                 for k in range(s.num_codebooks):
                     # codebook k of undelayed frame f was produced at row step f + d_k, (D_s - d_k) steps ago
                     tok = self.generated[len(self.generated) - 1 - (ds - s.delays[k])][i + k]
-                    cols.append(torch.where(frame >= 0, tok, torch.full_like(tok, s.initial_id)))
+                    if self.min_row_t - 1 - ds < 0:
+                        tok = torch.where(frame >= 0, tok, torch.full_like(tok, s.initial_id))
+                    cols.append(tok)
                 out[s.name] = torch.stack(cols, dim=1)  # [B, K]
                 out_frames[s.name] = frame.clamp_min(-1)
             i += s.num_codebooks
@@ -283,8 +291,7 @@ class Generator:
         toks = []
         for i, s in enumerate(self._token_codebooks):
             if s.same_frame:
-                k = i - self._codebook_start(s)
-                toks.append(self._delayed_token(s, k))
+                toks.append(self._delayed_token(s, self._codebook_index[i]))
             else:
                 toks.append(self.prev_tokens[i])
         feats = {}
@@ -310,8 +317,10 @@ class Generator:
             if forced is not None:
                 tok = self._delayed_token(spec, k)
             else:
-                init = torch.full((self.batch_size,), spec.initial_id, dtype=torch.long, device=self.device)
-                tok = torch.where(self.row_t >= spec.delays[k], sample(lg, self.sampling[spec.name], self.rng), init)
+                tok = sample(lg, self.sampling[spec.name], self.rng)
+                if self.min_row_t < spec.delays[k]:
+                    init = torch.full_like(tok, spec.initial_id)
+                    tok = torch.where(self.row_t >= spec.delays[k], tok, init)
             chosen.append(tok)
 
         # the delayed frame t of every stream becomes the temporal input of the next step
@@ -323,7 +332,7 @@ class Generator:
             elif s.same_frame:
                 nxt.append(self.prev_tokens[i])  # unused: same-frame inputs are read from the history
             else:
-                nxt.append(self._delayed_token(s, i - self._codebook_start(s)))
+                nxt.append(self._delayed_token(s, self._codebook_index[i]))
         self.prev_tokens = nxt
         for s in self.ss:
             if s.continuous and not s.same_frame:
@@ -334,11 +343,3 @@ class Generator:
             self.last_logits[s.name] = torch.stack(logits_all[i : i + s.num_codebooks], dim=1)  # [B, K, V]
             i += s.num_codebooks
         return chosen
-
-    def _codebook_start(self, spec: StreamSpec) -> int:
-        i = 0
-        for s in self.ss.token_streams:
-            if s.name == spec.name:
-                return i
-            i += s.num_codebooks
-        raise AssertionError(spec.name)

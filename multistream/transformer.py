@@ -5,10 +5,11 @@ call appends its steps to the KV cache and continues the positions). Used by the
 the RQ-Transformer and by the codec's bottleneck.
 
 Streaming KV cache: a preallocated ring buffer of `context` slots per layer (grown by doubling when the context is
-unlimited), written in place, so a decoding step costs the same at frame 10 and at frame 2000 and has static shapes
-(graph-capturable). Positions are per batch row: every row has its own clock and its own record of which slot holds
-which position, so one row can be reset (a finished episode, an ended conversation) while the others go on
-bit-identically (`reset_streaming(rows)`).
+unlimited), written in place, so a decoding step costs the same at frame 10 and at frame 2000 (once the ring is
+full its shapes are static). Keys are stored already rotated, so their order in the ring does not matter to
+attention. While every row started together the rows share one clock and attention needs no mask; after
+`reset_streaming(rows)` (a finished episode, an ended conversation) each row has its own clock and its own record
+of which slot holds which position, attention is masked per row, and the other rows go on bit-identically.
 
 Dimension legend:
     B: batch, T: new steps in this call, L: keys attended (cache slots, + T new ones for T > 1), C: cache slots,
@@ -145,10 +146,11 @@ class KVCacheState(StreamingState):
 class CacheStep:
     """What the transformer tells every layer about one streaming call (shared: all layers see the same slots)."""
 
-    slots: torch.Tensor  # [M] long: the cache slots the last M new steps are written to
-    first: int  # index (within the T new steps) of the first step that is written
-    mask: torch.Tensor  # [B, 1, T, L] bool: which keys each query sees
-    concat: bool  # T > 1: attend over the cache followed by the new steps; T == 1: over the cache after writing
+    slot: int  # T == 1: the cache slot the new step is written to
+    slots: torch.Tensor | None  # T > 1: [M] long, the slots of the last M new steps (M = min(T, C))
+    first: int  # T > 1: index (within the T new steps) of the first step that is written
+    mask: torch.Tensor | None  # [B or 1, 1, T, L] bool, which keys each query sees; None = all of them
+    view: int  # T == 1: attend over cache slots [0, view) after writing (C once the ring is full)
 
 
 class Attention(StreamingModule):
@@ -198,14 +200,17 @@ class Attention(StreamingModule):
                 st.v = v.new_zeros(b, g, capacity, cfg.head_dim)
             elif st.k.shape[2] < capacity:
                 self.grow(capacity)
-            if cache.concat:
+            if t == 1:  # the decoding hot path: write in place, attend over the filled slots (no copy)
+                st.k[:, :, cache.slot : cache.slot + 1].copy_(k)
+                st.v[:, :, cache.slot : cache.slot + 1].copy_(v)
+                k, v = st.k[:, :, : cache.view], st.v[:, :, : cache.view]  # [B, G, L, Dh] views
+            else:  # several steps (a prefill or a chunk): attend over the cache followed by the new steps
                 keys, vals = torch.cat([st.k, k], dim=2), torch.cat([st.v, v], dim=2)  # [B, G, C + T, Dh]
-            new_k, new_v = k[:, :, cache.first :], v[:, :, cache.first :]  # [B, G, M, Dh]
-            st.k.index_copy_(2, cache.slots, new_k.to(st.k.dtype))
-            st.v.index_copy_(2, cache.slots, new_v.to(st.v.dtype))
-            if not cache.concat:
-                keys, vals = st.k, st.v  # [B, G, C, Dh]
-            k, v, allowed = keys, vals, cache.mask
+                assert cache.slots is not None
+                st.k.index_copy_(2, cache.slots, k[:, :, cache.first :].to(st.k.dtype))
+                st.v.index_copy_(2, cache.slots, v[:, :, cache.first :].to(st.v.dtype))
+                k, v = keys, vals
+            allowed = cache.mask
         drop = cfg.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=allowed, dropout_p=drop,
                                            enable_gqa=g != h)  # [B, H, T, Dh]
@@ -268,10 +273,17 @@ class Block(StreamingModule):
 
 @dataclasses.dataclass
 class TransformerState(StreamingState):
-    positions: torch.Tensor  # [B] long: the next absolute position of each row (rows have their own clocks)
-    slot_pos: torch.Tensor  # [B, C] long: absolute position of the key each cache slot holds per row; -1 = empty
+    capacity: int  # C: cache slots (the context, or a growing size when the context is unlimited)
     write: int = 0  # next slot to write (ring index when the context is bounded)
+    filled: int = 0  # slots that hold a key (uniform mode)
     steps: int = 0  # steps taken since streaming started (the offset of per-step weights, shared by all rows)
+    # Uniform mode (every row started together): one clock `pos` for all rows, slots filled in order, no masks.
+    # After a per-row reset the rows' clocks differ: `positions` [B] and `slot_pos` [B, C] (absolute position of
+    # the key in each slot per row, -1 = empty) take over, and attention is masked per row.
+    uniform: bool = True
+    pos: int = 0
+    positions: torch.Tensor | None = None
+    slot_pos: torch.Tensor | None = None
 
 
 UNBOUNDED_CACHE_START = 64  # initial slots of an unlimited-context cache (doubled when full)
@@ -289,21 +301,27 @@ class StreamingTransformer(StreamingModule):
         self.cache_hint = UNBOUNDED_CACHE_START
 
     def _init_streaming_state(self, batch_size: int) -> TransformerState:
-        p = next(self.parameters(), None)
-        device = p.device if p is not None else None
         cap = self.cfg.context if self.cfg.context is not None else self.cache_hint
-        return TransformerState(batch_size=batch_size, positions=torch.zeros(batch_size, dtype=torch.long,
-                                                                             device=device),
-                                slot_pos=torch.full((batch_size, cap), -1, dtype=torch.long, device=device))
+        return TransformerState(batch_size=batch_size, capacity=cap)
+
+    def _uniform_slot_positions(self, device: torch.device) -> torch.Tensor:
+        """[C] absolute position held by each slot in uniform mode (-1 = empty)."""
+        st: TransformerState = self.state
+        age = (st.write - 1 - torch.arange(st.capacity, device=device)) % st.capacity  # 0 = the newest key
+        return torch.where(age < st.filled, st.pos - 1 - age, torch.full_like(age, -1))
 
     def _reset_rows(self, rows: torch.Tensor) -> None:
         st: TransformerState = self.state
         if bool(rows.all()):  # a whole reset (the depth transformer, every frame): back to slot 0, in place
-            st.positions.zero_()
-            st.slot_pos.fill_(-1)
-            st.write = 0
-            st.steps = 0
+            st.write = st.filled = st.steps = st.pos = 0
+            st.uniform, st.positions, st.slot_pos = True, None, None
             return
+        if st.uniform:  # rows' clocks are about to differ: switch to per-row bookkeeping
+            device = next(self.parameters()).device
+            st.positions = torch.full((st.batch_size,), st.pos, dtype=torch.long, device=device)
+            st.slot_pos = self._uniform_slot_positions(device)[None].repeat(st.batch_size, 1)  # [B, C]
+            st.uniform = False
+        rows = rows.to(st.positions.device)
         st.positions.masked_fill_(rows, 0)
         st.slot_pos.masked_fill_(rows[:, None], -1)
 
@@ -312,33 +330,59 @@ class StreamingTransformer(StreamingModule):
         """Steps taken since streaming started (0 outside streaming)."""
         return self.state.steps if self.state is not None else 0
 
-    def _cache_step(self, t: int, device: torch.device) -> tuple[CacheStep, torch.Tensor, int]:
-        """Slots, mask and per-row positions [B, T] for `t` new steps; advances the state."""
+    def _grow(self, needed: int, device: torch.device) -> None:
+        st: TransformerState = self.state
+        new_cap = max(2 * st.capacity, needed)
+        if st.slot_pos is not None:
+            st.slot_pos = torch.cat([st.slot_pos, st.slot_pos.new_full((st.batch_size, new_cap - st.capacity), -1)],
+                                    dim=1)
+        st.capacity = new_cap
+
+    def _cache_step(self, t: int, device: torch.device) -> tuple[CacheStep, torch.Tensor]:
+        """Slots, mask and positions ([T], or [B, T] per row) for `t` new steps; advances the state."""
         st: TransformerState = self.state
         ctx = self.cfg.context
-        cap = st.slot_pos.shape[1]
-        if ctx is None and st.write + t > cap:  # unlimited context: grow by doubling
-            new_cap = max(2 * cap, st.write + t)
-            st.slot_pos = torch.cat([st.slot_pos, st.slot_pos.new_full((st.batch_size, new_cap - cap), -1)], dim=1)
-            cap = new_cap
-        pos = st.positions[:, None] + torch.arange(t, device=device)  # [B, T]
-        m = min(t, cap)
-        first = t - m
-        slots = (st.write + first + torch.arange(m, device=device)) % cap  # [M]
-        concat = t > 1
-        if concat:
-            key_pos = torch.cat([st.slot_pos, pos], dim=1)  # [B, C + T]
-        st.slot_pos.index_copy_(1, slots, pos[:, first:])
-        if not concat:
-            key_pos = st.slot_pos  # [B, C]
-        delta = pos[:, :, None] - key_pos[:, None, :]  # [B, T, L]
-        allowed = (key_pos[:, None, :] >= 0) & (delta >= 0)
-        if ctx is not None:
-            allowed = allowed & (delta < ctx)
+        if ctx is None and st.write + t > st.capacity:  # unlimited context: grow by doubling
+            self._grow(st.write + t, device)
+        cap = st.capacity
+        slot = st.write
+        slots = None
+        first = 0
+        if t > 1:
+            m = min(t, cap)
+            first = t - m
+            slots = (st.write + first + torch.arange(m, device=device)) % cap  # [M]
+        mask = None
+        view = min(st.filled + 1, cap)
+        if st.uniform:
+            positions = torch.arange(st.pos, st.pos + t, device=device)  # [T]
+            if t > 1:
+                key_pos = torch.cat([self._uniform_slot_positions(device), positions])  # [C + T]
+                delta = positions[:, None] - key_pos[None, :]  # [T, L]
+                mask = (key_pos[None, :] >= 0) & (delta >= 0)
+                if ctx is not None:
+                    mask = mask & (delta < ctx)
+                mask = mask[None, None]  # [1, 1, T, L]
+            st.pos += t
+        else:
+            assert st.positions is not None and st.slot_pos is not None
+            positions = st.positions[:, None] + torch.arange(t, device=device)  # [B, T]
+            if t > 1:
+                key_pos = torch.cat([st.slot_pos, positions], dim=1)  # [B, C + T]
+                st.slot_pos.index_copy_(1, slots, positions[:, first:])
+            else:
+                st.slot_pos[:, slot] = positions[:, 0]
+                key_pos = st.slot_pos[:, :view]  # [B, L]
+            delta = positions[:, :, None] - key_pos[:, None, :]  # [B, T, L]
+            mask = (key_pos[:, None, :] >= 0) & (delta >= 0)
+            if ctx is not None:
+                mask = mask & (delta < ctx)
+            mask = mask[:, None]  # [B, 1, T, L]
+            st.positions += t
         st.write = (st.write + t) % cap if ctx is not None else st.write + t
-        st.positions += t
+        st.filled = min(st.filled + t, cap)
         st.steps += t
-        return CacheStep(slots=slots, first=first, mask=allowed[:, None], concat=concat), pos, cap
+        return CacheStep(slot=slot, slots=slots, first=first, mask=mask, view=view), positions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.cfg.d_model:
@@ -350,7 +394,8 @@ class StreamingTransformer(StreamingModule):
         else:
             if self.state.batch_size != x.shape[0]:
                 raise ValueError(f"streaming batch size is {self.state.batch_size}, got input with batch {x.shape[0]}")
-            cache, positions, cap = self._cache_step(x.shape[1], x.device)  # positions [B, T]
+            cache, positions = self._cache_step(x.shape[1], x.device)  # positions [T] or [B, T]
+            cap = self.state.capacity
         rot = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for layer in self.layers:
             x = layer(x, offset, rot, cache, cap)

@@ -1,8 +1,11 @@
-"""usage: python scripts/bench_engine.py [--presets tiny small] [--steps 100] [--out runs/bench_engine.json]
+"""usage: python scripts/bench_engine.py [--presets tiny small] [--steps 100] [--context-frame 2000]
+                                       [--out runs/bench_engine.json]
 
 Times the engine on the current device at batch 1: the median wall (and process CPU) time of one `Generator.step`
 (one 80 ms frame of all streams) and its ratio to the frame duration, with fp32, bf16 and (CPU) int8 weights; and
 training throughput under bf16 autocast (target codebook tokens per second of forward + backward + optimizer step).
+Long conversations: the fp32 step time around frame 10 and around `--context-frame` (past the `small` preset's
+500-frame context, so its KV ring is full and wraps), and their ratio, which a flat-cost cache keeps near 1.
 Prints a table, writes JSON.
 Streams: Moshi's 17 codebooks (text, agent audio x8, user audio x8; acoustic delay 1).
 """
@@ -48,6 +51,27 @@ def bench_step(model: RQTransformer, steps: int, warmup: int, device) -> tuple[l
     return times, cpu
 
 
+def bench_context(model: RQTransformer, late: int, n: int, device) -> tuple[float, float]:
+    """Median wall ms of the steps around frame 10 and around frame `late` of one long conversation."""
+    ss = model.streams
+    user = ss["audio.user"]
+    early_t, late_t = [], []
+    with Generator(model, batch_size=1, sampling=Sampling(temperature=0.8, top_k=250), seed=0) as gen:
+        for i in range(late + n):
+            frame = {"audio.user": torch.randint(0, user.vocab_size, (1, user.num_codebooks), device=device)}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            gen.step(frame)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if 10 <= i < 10 + n:
+                early_t.append(time.perf_counter() - t0)
+            elif i >= late:
+                late_t.append(time.perf_counter() - t0)
+    return statistics.median(early_t) * 1000, statistics.median(late_t) * 1000
+
+
 def bench_train(model: RQTransformer, batch: int, frames: int, steps: int, device) -> float:
     ss = model.streams
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -85,6 +109,9 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
     ap.add_argument("--steps", type=int, default=100, help="timed Generator steps")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--context-frame", type=int, default=2000,
+                    help="frame at which the long-conversation step time is measured (0 = skip)")
+    ap.add_argument("--context-steps", type=int, default=50, help="timed steps around frame 10 and the late frame")
     ap.add_argument("--train-steps", type=int, default=5)
     ap.add_argument("--train-batch", type=int, default=4)
     ap.add_argument("--train-frames", type=int, default=64)
@@ -92,6 +119,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--out", default="runs/bench_engine.json")
     args = ap.parse_args()
+    for name in ("steps", "train_steps", "train_batch", "train_frames", "context_steps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0 or args.context_frame < 0 or args.threads < 0:
+        ap.error("--warmup, --context-frame and --threads must be >= 0")
+    if args.context_frame and args.context_frame < 10 + args.context_steps:
+        ap.error(f"--context-frame must be 0 or >= {10 + args.context_steps} (after the early window)")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +144,10 @@ def main() -> None:
             row[f"step_ms_{label}"] = med
             row[f"step_ratio_{label}"] = med / frame_ms
             row[f"step_cpu_ms_{label}"] = statistics.median(cpu) * 1000
+        if args.context_frame:
+            early, late = bench_context(model, args.context_frame, args.context_steps, device)
+            row.update(context=model.cfg.temporal.context, ctx_ms_frame10=early,
+                       ctx_ms_late=late, late_frame=args.context_frame, late_over_early=late / early)
         rows.append(row)
         del model
     print(f"device: {device} ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()});"
@@ -121,6 +159,14 @@ def main() -> None:
         cells = " ".join(f"{r['step_ms_' + lb]:8.2f}ms {r['step_ratio_' + lb]:6.1%} {r['step_cpu_ms_' + lb]:6.2f}ms"
                          for lb in labels)
         print(f"{r['preset']:8} {r['params_M']:7.1f}M {cells} {r['train_tokens_per_s']:12.0f}")
+    if args.context_frame:
+        print(f"\nlong conversation (fp32, median of {args.context_steps} steps each):")
+        late_hdr = f"frame {args.context_frame}"
+        print(f"{'preset':8} {'context':>8} {'frame 10':>10} {late_hdr:>11} {'late/early':>11}")
+        for r in rows:
+            ctx = "none" if r["context"] is None else str(r["context"])
+            print(f"{r['preset']:8} {ctx:>8} {r['ctx_ms_frame10']:8.2f}ms {r['ctx_ms_late']:9.2f}ms "
+                  f"{r['late_over_early']:10.3f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
