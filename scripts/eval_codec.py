@@ -1,18 +1,26 @@
-"""Evaluate a trained codec on held-out voices against codec2 (1200, 3200 bps) and Opus (6 kbps).
+"""Evaluate a trained codec on held-out voices against codec2 (1200, 3200 bps) and Opus (6 kbps), in one run.
 
 usage: python scripts/eval_codec.py --ckpt checkpoints/codec_tiny [--heldout data/codec/heldout.npz]
-           [--train data/codec/train.npz] [--out checkpoints/codec_tiny/eval] [--max-clips 0]
+           [--heldout-real data/codec/heldout_real.npz] [--train data/codec/train.npz]
+           [--out checkpoints/codec_tiny/eval] [--max-clips 0] [--max-real-clips 0] [--wer-sentences 60]
 
-For every held-out clip (voices never trained on) and every system: SI-SDR (dB), multi-scale mel distance (the
-training loss's metric), STOI and wideband PESQ, after aligning the decoded audio to the reference by
-cross-correlation (+-60 ms). Also a linear probe of phone identity per 80 ms frame: logistic regression trained
-on codec features of training-voice clips and tested on the held-out clips, for codebook 0 (semantic) against
-the acoustic codebooks. Writes OUT.json, OUT.md (table) and OUT.png (bar plot).
+Three held-out sets, every system on the same clips:
+- held-out TTS voices (never trained on): SI-SDR (dB), multi-scale mel distance (the training loss's metric),
+  STOI and wideband PESQ, after aligning the decoded audio to the reference by cross-correlation (+-60 ms);
+- the held-out real speaker (speech.codec.real.HELDOUT_REAL_SPEAKER, recorded 16 kHz prompts, never trained on):
+  the same metrics;
+- intelligibility by an independent recognizer (pocketsphinx, its own English model from the PyPI wheel, offline):
+  word error rate on sentences of speech.corpus test dialogues synthesized with the agent voice and with the
+  held-out user voices, clean and through every codec (WER = word edits / reference words, over all sentences).
+Also a linear probe of phone identity per 80 ms frame: logistic regression trained on codec features of
+training-voice clips and tested on the held-out TTS clips, for codebook 0 (semantic) against the acoustic
+codebooks. Writes OUT.json, OUT.md (tables) and OUT.png (bar plots).
 """
 
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -22,15 +30,19 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from speech.codec.data import IGNORE, PhoneVocab, load_clip_cache
+from speech.codec.data import IGNORE, NO_PHONE, PhoneVocab, load_clip_cache
 from speech.codec.losses import MultiScaleMelLoss
 from speech.codec.metrics import align, codec2_roundtrip, opus_roundtrip, pesq_wb, si_sdr, stoi
 from speech.codec.model import load_codec
-from speech.codec.train import reconstruct
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--ckpt", default="checkpoints/codec_tiny")
 p.add_argument("--heldout", default="data/codec/heldout.npz")
+p.add_argument("--heldout-real", default="data/codec/heldout_real.npz", help="held-out real speaker; '' to skip")
+p.add_argument("--max-real-clips", type=int, default=0, help="0 = all; else an evenly spaced subset")
+p.add_argument("--wer-sentences", type=int, default=60, help="per group (agent / held-out users); 0 skips WER")
+p.add_argument("--wer-min-words", type=int, default=4, help="shorter test sentences are not used for WER")
+p.add_argument("--skip-probe", action="store_true")
 p.add_argument("--train", default="data/codec/train.npz", help="clips for fitting the linear phone probe")
 p.add_argument("--probe-clips", type=int, default=400)
 p.add_argument("--out", default=None, help="output prefix; default CKPT/eval")
@@ -59,28 +71,110 @@ systems = {
     "codec2 3200": ("c2", 3200),
     "opus 6 kbps": ("opus", 6000),
 }
-scores: dict[str, dict[str, list[float]]] = {s: {"si_sdr": [], "mel": [], "stoi": [], "pesq": []} for s in systems}
-opus_bytes, total_s, lags = 0, 0.0, {s: [] for s in systems}
-for i in tqdm(idx, desc="eval clips", mininterval=5):
-    ref = held.clip(i)
-    total_s += len(ref) / sr
-    for sname, (kind, rate) in systems.items():
-        if kind == "ours":
+opus_bits = {"bytes": 0, "seconds": 0.0}
+
+
+@torch.no_grad()
+def reconstruct(x: np.ndarray) -> np.ndarray:
+    """Encode then decode float32 [N] (padded up to whole frames), cropped back to N."""
+    audio = torch.from_numpy(x)[None, None]
+    return codec.decode(codec.encode(codec.pad_to_frame(audio)))[0, 0, : len(x)].numpy()
+
+
+def roundtrip(kind: str, rate: float, ref: np.ndarray) -> np.ndarray:
+    if kind == "ours":
+        return reconstruct(ref)
+    if kind == "c2":
+        return codec2_roundtrip(ref, sr, int(rate))
+    est, size = opus_roundtrip(ref, sr, rate / 1000)
+    opus_bits["bytes"] += size
+    opus_bits["seconds"] += len(ref) / sr
+    return est
+
+
+def score_clips(cache, clip_ids, desc):
+    scores = {s: {"si_sdr": [], "mel": [], "stoi": [], "pesq": [], "lag": []} for s in systems}
+    seconds = 0.0
+    for i in tqdm(clip_ids, desc=desc, mininterval=5):
+        ref = cache.clip(i)
+        seconds += len(ref) / sr
+        for sname, (kind, rate) in systems.items():
+            est, lag = align(roundtrip(kind, rate, ref), ref, max_shift)
+            s = scores[sname]
+            s["lag"].append(lag)
+            s["si_sdr"].append(si_sdr(est, ref))
             with torch.no_grad():
-                est = reconstruct(codec, torch.from_numpy(ref)[None, None])[0, 0].numpy()
-        elif kind == "c2":
-            est = codec2_roundtrip(ref, sr, rate)
-        else:
-            est, size = opus_roundtrip(ref, sr, rate / 1000)
-            opus_bytes += size
-        est, lag = align(est, ref, max_shift)
-        lags[sname].append(lag)
-        s = scores[sname]
-        s["si_sdr"].append(si_sdr(est, ref))
-        with torch.no_grad():
-            s["mel"].append(float(mel(torch.from_numpy(est)[None, None], torch.from_numpy(ref)[None, None])))
-        s["stoi"].append(stoi(est, ref, sr))
-        s["pesq"].append(pesq_wb(est, ref, sr))
+                s["mel"].append(float(mel(torch.from_numpy(est)[None, None], torch.from_numpy(ref)[None, None])))
+            s["stoi"].append(stoi(est, ref, sr))
+            s["pesq"].append(pesq_wb(est, ref, sr))
+    return scores, seconds
+
+
+scores, total_s = score_clips(held, idx, "held-out TTS clips")
+real = None
+if args.heldout_real:
+    real = load_clip_cache(args.heldout_real)
+    ridx = list(range(len(real)))
+    if args.max_real_clips and args.max_real_clips < len(ridx):  # evenly spaced: every kind of prompt
+        ridx = [int(j) for j in np.linspace(0, len(real) - 1, args.max_real_clips).round()]
+    real_scores, real_s = score_clips(real, ridx, "held-out real speaker")
+
+
+# ---- intelligibility: an independent recognizer (pocketsphinx) on clean vs decoded speech ----------------------
+def words(text: str) -> list[str]:
+    return [w for w in re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split() if w]
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+wer = None
+if args.wer_sentences:
+    from pocketsphinx import Decoder
+
+    from speech.audio import resample
+    from speech.corpus import sentences
+    from speech.tts import synthesize
+    from speech.voices import AGENT_VOICE, user_voices
+
+    asr = Decoder(samprate=16000, logfn="/dev/null")  # the wheel's own en-us acoustic model, LM and dictionary
+
+    def recognize(x: np.ndarray) -> str:
+        pcm = np.clip(np.round(resample(x, sr, 16000) * 32767), -32768, 32767).astype("<i2").tobytes()
+        asr.start_utt()
+        asr.process_raw(pcm, full_utt=True)
+        asr.end_utt()
+        hyp = asr.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+    pool = [t for t in sentences("test", 2000, seed=0) if len(words(t)) >= args.wer_min_words]
+    held_voices = user_voices("heldout")
+    groups = {"agent voice": [(t, AGENT_VOICE) for t in pool[: args.wer_sentences]],
+              "held-out user voices": [(t, held_voices[j % len(held_voices)])
+                                       for j, t in enumerate(pool[args.wer_sentences: 2 * args.wer_sentences])]}
+    wer = {g: {"clean": [0, 0]} | {s: [0, 0] for s in systems} for g in groups}  # [edits, reference words]
+    examples = []
+    for g, items in groups.items():
+        for text, voice in tqdm(items, desc=f"WER {g}", mininterval=5):
+            try:
+                ref = np.asarray(synthesize(text, voice).audio, dtype=np.float32)
+            except (RuntimeError, ValueError) as e:
+                print(f"WER: skipped {text!r} ({voice.name}): {e}")
+                continue
+            truth = words(text)
+            for sname, (kind, rate) in ({"clean": ("clean", 0)} | systems).items():
+                audio = ref if kind == "clean" else align(roundtrip(kind, rate, ref), ref, max_shift)[0]
+                hyp = recognize(audio)
+                wer[g][sname][0] += edit_distance(truth, words(hyp))
+                wer[g][sname][1] += len(truth)
+                if len(examples) < 12 and sname in ("clean", next(iter(systems))):
+                    examples.append({"group": g, "system": sname, "text": text, "heard": hyp})
 
 
 # ---- linear phone probe: codebook 0 vs acoustic codebooks ----------------------------------------------------
@@ -119,20 +213,24 @@ def probe(train_x, train_y, test_x, test_y, classes, steps=300):
         return float((lin((test_x - mu) / sd).argmax(-1) == test_y).float().mean())
 
 
-train_cache = load_clip_cache(args.train)
-rng = np.random.default_rng(0)
-probe_ids = sorted(rng.choice(len(train_cache), size=min(args.probe_clips, len(train_cache)), replace=False))
-ftr, fte = features(train_cache, probe_ids), features(held, idx)
-valid = fte["y"] != IGNORE
-majority = int(torch.bincount(ftr["y"][ftr["y"] != IGNORE]).argmax())
-probe_res = {
-    "codebook 0 (semantic)": probe(ftr["sem"], ftr["y"], fte["sem"], fte["y"], len(vocab)),
-    "codebook 1 (first acoustic)": probe(ftr["ac1"], ftr["y"], fte["ac1"], fte["y"], len(vocab)),
-    f"codebooks 1-{codec.num_codebooks - 1} (all acoustic)": probe(ftr["ac"], ftr["y"], fte["ac"], fte["y"],
-                                                                     len(vocab)),
-    "distillation head on codebook 0 (trained jointly)": float((fte["head"] == fte["y"])[valid].float().mean()),
-    "majority class (pau) baseline": float((fte["y"][valid] == majority).float().mean()),
-}
+probe_res, probe_ids, valid = {}, [], torch.zeros(0, dtype=torch.bool)
+if not args.skip_probe:
+    train_cache = load_clip_cache(args.train)
+    labelled = [j for j, lab in enumerate(train_cache.labels) if any(p != NO_PHONE for p in lab)]  # TTS clips
+    rng = np.random.default_rng(0)
+    probe_ids = sorted(rng.choice(labelled, size=min(args.probe_clips, len(labelled)), replace=False).tolist())
+    ftr, fte = features(train_cache, probe_ids), features(held, idx)
+    valid = fte["y"] != IGNORE
+    majority = int(torch.bincount(ftr["y"][ftr["y"] != IGNORE]).argmax())
+    probe_res = {
+        "codebook 0 (semantic)": probe(ftr["sem"], ftr["y"], fte["sem"], fte["y"], len(vocab)),
+        "codebook 1 (first acoustic)": probe(ftr["ac1"], ftr["y"], fte["ac1"], fte["y"], len(vocab)),
+        f"codebooks 1-{codec.num_codebooks - 1} (all acoustic)": probe(ftr["ac"], ftr["y"], fte["ac"], fte["y"],
+                                                                         len(vocab)),
+        "distillation head on codebook 0 (trained jointly)": float((fte["head"] == fte["y"])[valid].float().mean()),
+        "majority class (pau) baseline": float((fte["y"][valid] == majority).float().mean()),
+    }
+
 
 # ---- report ----------------------------------------------------------------------------------------------------
 def mean(v):
@@ -140,52 +238,91 @@ def mean(v):
     return float(np.mean(v)) if v else float("nan")
 
 
-nominal = {s: r for s, (_, r) in systems.items()}
-measured_opus = opus_bytes * 8 / total_s
-table = {s: {k: mean(v) for k, v in m.items()} | {"bitrate_bps": nominal[s], "n": len(m["stoi"]),
-                                                   "pesq_failed": int(sum(math.isnan(x) for x in m["pesq"])),
-                                                   "stoi_undefined": int(sum(math.isnan(x) for x in m["stoi"])),
-                                                   "median_lag_samples": float(np.median(lags[s]))}
-         for s, m in scores.items()}
-table["opus 6 kbps"]["measured_bitrate_bps_with_ogg"] = measured_opus
+def summarize(sc):
+    return {s: {k: mean(v) for k, v in m.items() if k != "lag"}
+            | {"bitrate_bps": systems[s][1], "n": len(m["stoi"]),
+               "pesq_failed": int(sum(math.isnan(x) for x in m["pesq"])),
+               "stoi_undefined": int(sum(math.isnan(x) for x in m["stoi"])),
+               "median_lag_samples": float(np.median(m["lag"]))}
+            for s, m in sc.items()}
+
+
+measured_opus = opus_bits["bytes"] * 8 / max(opus_bits["seconds"], 1e-9)
+table = summarize(scores)
+table_real = summarize(real_scores) if real is not None else None
+wer_table = None
+if wer is not None:
+    wer_table = {g: {s: {"wer": e / max(n, 1), "edits": e, "words": n} for s, (e, n) in m.items()}
+                 for g, m in wer.items()}
 result = {
     "checkpoint": str(ckpt), "heldout": args.heldout, "clips": len(idx), "minutes": total_s / 60,
     "voices": sorted({held.voices[i] for i in idx}), "systems": table,
+    "heldout_real": None if real is None else {"path": args.heldout_real, "clips": len(ridx), "minutes": real_s / 60,
+                                               "speakers": sorted({real.voices[i] for i in ridx}),
+                                               "systems": table_real},
+    "wer": None if wer_table is None else {"recognizer": "pocketsphinx (PyPI wheel, en-us model)",
+                                           "sentences_per_group": args.wer_sentences,
+                                           "min_words": args.wer_min_words, "groups": wer_table,
+                                           "examples": examples},
+    "opus_measured_bitrate_bps_with_ogg": measured_opus,
     "phone_probe_accuracy": probe_res, "probe_train_clips": len(probe_ids), "probe_test_frames": int(valid.sum()),
     "wall_s": time.time() - t0,
 }
 Path(f"{out}.json").write_text(json.dumps(result, indent=2))
 
-lines = [f"# Codec evaluation: `{ckpt}` on {len(idx)} held-out clips ({total_s / 60:.1f} min, "
-         f"{len(result['voices'])} held-out voices)", "",
-         "| system | bitrate (bps) | SI-SDR (dB) | mel distance | STOI | PESQ-WB |", "|---|---|---|---|---|---|"]
-for s, r in table.items():
-    lines.append(f"| {s} | {r['bitrate_bps']:.0f} | {r['si_sdr']:.2f} | {r['mel']:.3f} | {r['stoi']:.3f} | "
-                 f"{r['pesq']:.2f} |")
+
+def metric_table(tab):
+    rows = ["| system | bitrate (bps) | SI-SDR (dB) | mel distance | STOI | PESQ-WB |", "|---|---|---|---|---|---|"]
+    rows += [f"| {s} | {r['bitrate_bps']:.0f} | {r['si_sdr']:.2f} | {r['mel']:.3f} | {r['stoi']:.3f} | "
+             f"{r['pesq']:.2f} |" for s, r in tab.items()]
+    return rows
+
+
 first = next(iter(table.values()))
+lines = [f"# Codec evaluation: `{ckpt}`", "",
+         f"## Held-out TTS voices: {len(idx)} clips ({total_s / 60:.1f} min, {len(result['voices'])} voices)", ""]
+lines += metric_table(table)
+if table_real is not None:
+    lines += ["", f"## Held-out real speaker ({', '.join(result['heldout_real']['speakers'])}, recorded 16 kHz "
+              f"prompts, never trained on): {len(ridx)} clips ({real_s / 60:.1f} min)", ""]
+    lines += metric_table(table_real)
+if wer_table is not None:
+    groups = list(wer_table)
+    lines += ["", f"## Intelligibility: pocketsphinx word error rate ({args.wer_sentences} test-dialogue sentences "
+              f"of >= {args.wer_min_words} words per group; lower is better)", "",
+              "| system | " + " | ".join(f"WER {g} | x clean" for g in groups) + " |",
+              "|---|" + "---|---|" * len(groups)]
+    for sname in ["clean"] + list(systems):
+        cells = []
+        for g in groups:
+            w, c = wer_table[g][sname]["wer"], wer_table[g]["clean"]["wer"]
+            cells.append(f"{w:.3f} | {w / c:.2f}" if c > 0 else f"{w:.3f} | -")
+        lines.append(f"| {sname} | " + " | ".join(cells) + " |")
 lines += ["", f"Opus measured bitrate including Ogg overhead: {measured_opus:.0f} bps. Decoded audio aligned to the "
           "reference by cross-correlation (+-60 ms) for every system; PESQ-WB at 16 kHz; STOI at 10 kHz (pystoi), "
-          f"averaged over the {first['n'] - first['stoi_undefined']} clips long enough for STOI (pystoi needs 30 "
-          "non-silent 25.6 ms frames).",
-          "", f"## Linear phone probe (per 80 ms frame; fit on {len(probe_ids)} training-voice clips, "
-          f"tested on {int(valid.sum())} held-out frames, {len(vocab)} phone classes)", "",
-          "| features | accuracy |", "|---|---|"]
-lines += [f"| {k} | {v:.3f} |" for k, v in probe_res.items()]
+          f"averaged over the clips long enough for STOI (pystoi needs 30 non-silent 25.6 ms frames; "
+          f"{first['n'] - first['stoi_undefined']} of {first['n']} TTS clips)."]
+if probe_res:
+    lines += ["", f"## Linear phone probe (per 80 ms frame; fit on {len(probe_ids)} training-voice clips, "
+              f"tested on {int(valid.sum())} held-out frames, {len(vocab)} phone classes)", "",
+              "| features | accuracy |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in probe_res.items()]
 Path(f"{out}.md").write_text("\n".join(lines) + "\n")
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+panels = [(table, "held-out TTS")] + ([(table_real, "held-out real speaker")] if table_real is not None else [])
+fig, axes = plt.subplots(len(panels), 4, figsize=(16, 4 * len(panels)), squeeze=False)
 labels = list(table)
-for ax, key, title in zip(axes, ["stoi", "pesq", "si_sdr", "mel"],
-                          ["STOI (higher better)", "PESQ-WB (higher better)", "SI-SDR dB (higher better)",
-                           "mel distance (lower better)"], strict=True):
-    ax.bar(range(len(labels)), [table[s][key] for s in labels], color=["C0", "C1", "C2", "C3"])
-    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-fig.suptitle(f"held-out voices, {len(idx)} clips")
+for row, (tab, where) in zip(axes, panels, strict=True):
+    for ax, key, title in zip(row, ["stoi", "pesq", "si_sdr", "mel"],
+                              ["STOI (higher better)", "PESQ-WB (higher better)", "SI-SDR dB (higher better)",
+                               "mel distance (lower better)"], strict=True):
+        ax.bar(range(len(labels)), [tab[s][key] for s in labels], color=["C0", "C1", "C2", "C3"])
+        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+        ax.set_title(f"{where}: {title}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
 fig.tight_layout()
 fig.savefig(f"{out}.png", dpi=90)
 print("\n".join(lines))

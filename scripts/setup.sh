@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# asterisk-*: real recorded (non-English) voice prompts for the codec (speech/codec/real.py); never the English
+# asterisk-core-sounds-en* (kept out of the project for an independent check)
 APT_PACKAGES=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
-              codec2 opus-tools ffmpeg sox libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri)
+              codec2 opus-tools ffmpeg sox libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri
+              asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722
+              asterisk-core-sounds-ru-g722 asterisk-prompt-es-co asterisk-prompt-fr-armelle
+              asterisk-prompt-it-menardi asterisk-prompt-it-menardi-wav)
 TORCH_PINS=(torch==2.11.0 torchaudio==2.11.0)
 PY=${PYTHON:-python3}
 

@@ -108,10 +108,26 @@ class LossConfig:
     feat_weight: float = 1.0
     disc_scales: tuple[int, ...] = (2048, 1024, 512, 256, 128)  # n_fft of the discriminator's STFTs
     disc_filters: int = 32
+    # multi-resolution STFT terms (speech.codec.losses.MultiResolutionSTFTLoss); weight 0 = off (older configs)
+    stft_weight: float = 0.0  # spectral convergence + log-magnitude L1 on the linear spectrum
+    phase_weight: float = 0.0  # L1 between power-law compressed complex spectra (phase-sensitive)
+    stft_scales: tuple[int, ...] = (2048, 1024, 512, 256, 128)  # n_fft of the STFT terms
+    phase_compress: float = 0.3  # exponent c of |S|^c in the phase-sensitive term
+    wave_weight: float = 0.0  # waveform L1 (relative to the reference's mean |x|)
 
     def __post_init__(self):
         self.mel_scales = tuple(int(s) for s in self.mel_scales)
         self.disc_scales = tuple(int(s) for s in self.disc_scales)
+        self.stft_scales = tuple(int(s) for s in self.stft_scales)
+        for name in ("mel_weight", "commitment_weight", "semantic_weight", "adv_weight", "feat_weight",
+                     "stft_weight", "phase_weight", "wave_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if (self.stft_weight > 0 or self.phase_weight > 0) and (
+                not self.stft_scales or any(s < 16 for s in self.stft_scales)):
+            raise ValueError(f"LossConfig.stft_scales must be n_fft values >= 16, got {self.stft_scales}")
+        if not 0.0 < self.phase_compress <= 1.0:
+            raise ValueError(f"LossConfig.phase_compress must be in (0, 1], got {self.phase_compress}")
         if not self.mel_scales or any(s < 16 for s in self.mel_scales):
             raise ValueError(f"LossConfig.mel_scales must be n_fft values >= 16, got {self.mel_scales}")
         if self.adversarial and (not self.disc_scales or any(s < 16 for s in self.disc_scales)):

@@ -1,7 +1,12 @@
-"""Codec training losses: multi-scale mel reconstruction and a multi-scale STFT discriminator (EnCodec/Mimi).
+"""Codec training losses: multi-scale mel reconstruction, multi-resolution STFT magnitude and phase-sensitive
+terms, a waveform term, and a multi-scale STFT discriminator (EnCodec/Mimi).
 
 The mel loss compares log-mel spectrograms (L1) plus linear mels (L1) at several STFT sizes, so both fine time
-and fine frequency structure count. The discriminator is EnCodec's MS-STFT discriminator: for each STFT size a
+and fine frequency structure count. Mels pool away the harmonic fine structure and ignore phase entirely; the
+multi-resolution STFT loss (Parallel WaveGAN: spectral convergence + log-magnitude L1 on the linear spectrum)
+keeps the harmonics, and its phase-sensitive term, an L1 distance between power-law compressed complex spectra
+(|S|^c e^{i phase}, as in speech enhancement), constrains phase where the signal has energy. The waveform L1
+pins the sample values themselves. The discriminator is EnCodec's MS-STFT discriminator: for each STFT size a
 small 2-d conv net over (real, imag) of the complex spectrogram gives logits and intermediate feature maps; the
 generator is trained with a hinge adversarial loss plus an L1 feature-matching loss on those maps.
 
@@ -50,6 +55,48 @@ class MultiScaleMelLoss(nn.Module):
             my, mx = mel(y), mel(x)
             total = total + F.l1_loss(torch.log(my + 1e-5), torch.log(mx + 1e-5)) + F.l1_loss(my, mx)
         return total / len(self.mels)
+
+
+def _stft(x: Tensor, n_fft: int, window: Tensor) -> Tensor:  # [B, C, N] -> complex [B*C, F, L]
+    flat = rearrange(x, "b c n -> (b c) n")  # [B*C, N]
+    return torch.stft(flat.float(), n_fft, n_fft // 4, window=window, center=True, return_complex=True)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Per STFT size (hop n_fft // 4), averaged over sizes:
+    - `sc`: spectral convergence || |Y| - |X| ||_F / || |X| ||_F (dominated by the loud bins),
+    - `logmag`: mean |log|Y| - log|X|| (the quiet bins count as much as the loud),
+    - `phase`: mean |Yc - Xc| / mean |Xc| over real and imaginary parts, Sc = |S|^compress * S / |S|: zero only when
+      magnitude and phase agree; the compression keeps the loud low bins from dominating.
+    All three are 0 for identical signals."""
+
+    def __init__(self, scales: tuple[int, ...], compress: float = 0.3, eps: float = 1e-5):
+        super().__init__()
+        self.scales, self.compress, self.eps = tuple(scales), compress, eps
+        for s in self.scales:
+            self.register_buffer(f"window_{s}", torch.hann_window(s), persistent=False)
+
+    def forward(self, y: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """y: reconstruction, x: reference, both [B, C, N]; returns scalars {'sc', 'logmag', 'phase'}."""
+        sc = logmag = phase = y.new_zeros((), dtype=torch.float32)
+        for s in self.scales:
+            w = getattr(self, f"window_{s}")
+            sy, sx = _stft(y, s, w), _stft(x, s, w)  # complex [B*C, F, L]
+            # magnitudes with a floor inside the sqrt: finite gradients where a bin is exactly zero
+            my = torch.sqrt(sy.real**2 + sy.imag**2 + self.eps**2)
+            mx = torch.sqrt(sx.real**2 + sx.imag**2 + self.eps**2)
+            sc = sc + torch.linalg.vector_norm(my - mx) / (torch.linalg.vector_norm(mx) + self.eps)
+            logmag = logmag + F.l1_loss(torch.log(my), torch.log(mx))
+            cy = torch.view_as_real(sy) * (my ** (self.compress - 1)).unsqueeze(-1)  # [B*C, F, L, 2]
+            cx = torch.view_as_real(sx) * (mx ** (self.compress - 1)).unsqueeze(-1)
+            phase = phase + (cy - cx).abs().mean() / (cx.abs().mean() + self.eps)
+        n = len(self.scales)
+        return {"sc": sc / n, "logmag": logmag / n, "phase": phase / n}
+
+
+def waveform_l1(y: Tensor, x: Tensor) -> Tensor:
+    """Mean |y - x| over samples, relative to mean |x| (so the loss does not depend on the level)."""
+    return (y.float() - x.float()).abs().mean() / (x.float().abs().mean() + 1e-5)
 
 
 class STFTDiscriminator(nn.Module):
@@ -112,9 +159,11 @@ class CodecLoss(nn.Module):
     """The codec's generator objective in one place, whatever trainer drives it.
 
     `forward(out, x, ids, disc)` -> (loss, metrics): weighted multi-scale mel + commitment + phone distillation on
-    codebook 0, plus hinge adversarial + feature matching when a discriminator is given. `out` is the codec's
-    training output (`.audio [B, C, N]`, `.phone_logits [B, T, P]`, `.commitment`), x the reference [B, C, N],
-    ids the phone labels [B, T] (`ignore_index` where unknown).
+    codebook 0, plus the multi-resolution STFT (spectral convergence + log magnitude), phase-sensitive and waveform
+    terms when their weights are non-zero, plus hinge adversarial + feature matching when a discriminator is given.
+    `out` is the codec's training output (`.audio [B, C, N]`, `.phone_logits [B, T, P]`, `.commitment`), x the
+    reference [B, C, N], ids the phone labels [B, T] (`ignore_index` where unknown, e.g. every frame of a recorded
+    clip: a batch without any label adds 0 phone loss).
     """
 
     def __init__(self, sample_rate: int, cfg, ignore_index: int):
@@ -122,18 +171,32 @@ class CodecLoss(nn.Module):
         self.cfg = cfg  # speech.codec.config.LossConfig
         self.ignore_index = ignore_index
         self.mel = MultiScaleMelLoss(sample_rate, cfg.mel_scales, cfg.n_mels)
+        use_stft = cfg.stft_weight > 0 or cfg.phase_weight > 0
+        self.stft = MultiResolutionSTFTLoss(cfg.stft_scales, cfg.phase_compress) if use_stft else None
 
     def forward(self, out, x: Tensor, ids: Tensor, disc: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]:
         lc = self.cfg
         mel = self.mel(out.audio, x)
-        logits = rearrange(out.phone_logits, "b t p -> (b t) p")  # [B*T, P]
-        sem = F.cross_entropy(logits, rearrange(ids, "b t -> (b t)"), ignore_index=self.ignore_index)
-        with torch.no_grad():
-            valid = ids != self.ignore_index
-            acc = (out.phone_logits.argmax(-1) == ids)[valid].float().mean()
+        valid = ids != self.ignore_index
+        if bool(valid.any()):
+            logits = rearrange(out.phone_logits, "b t p -> (b t) p")  # [B*T, P]
+            sem = F.cross_entropy(logits, rearrange(ids, "b t -> (b t)"), ignore_index=self.ignore_index)
+            with torch.no_grad():
+                acc = float((out.phone_logits.argmax(-1) == ids)[valid].float().mean())
+        else:  # cross_entropy would average over no frame (NaN); keep the graph through the logits
+            sem = out.phone_logits.sum() * 0.0
+            acc = float("nan")
         loss = lc.mel_weight * mel + lc.commitment_weight * out.commitment + lc.semantic_weight * sem
         metrics = {"mel": float(mel.detach()), "commit": float(out.commitment.detach()),
-                   "phone_ce": float(sem.detach()), "phone_acc": float(acc)}
+                   "phone_ce": float(sem.detach()), "phone_acc": acc}
+        if self.stft is not None:
+            st = self.stft(out.audio, x)
+            loss = loss + lc.stft_weight * (st["sc"] + st["logmag"]) + lc.phase_weight * st["phase"]
+            metrics.update({f"stft_{k}": float(v.detach()) for k, v in st.items()})
+        if lc.wave_weight > 0:
+            wave = waveform_l1(out.audio, x)
+            loss = loss + lc.wave_weight * wave
+            metrics["wave"] = float(wave.detach())
         if disc is not None:
             adv, feat = generator_adversarial_losses(disc(x), disc(out.audio))
             loss = loss + lc.adv_weight * adv + lc.feat_weight * feat
