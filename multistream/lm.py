@@ -62,6 +62,11 @@ class LMOutput:
     mask: dict[str, torch.Tensor]  # per predicted stream: [B, K, T] bool, True where the target counts
 
 
+def module_key(name: str) -> str:
+    """A stream name as an nn.ModuleDict key ('.' is not allowed there)."""
+    return name.replace(".", "__")
+
+
 def shift_time(x: torch.Tensor, n: int, fill: float | int | bool, dim: int) -> torch.Tensor:
     """Shift `x` right by n steps along `dim`, keeping its length: the first n steps hold `fill`."""
     t = x.shape[dim]
@@ -91,7 +96,10 @@ class RQTransformer(StreamingModule):
             nn.Embedding(s.vocab_size + 1, d) for s in ss.token_streams for _ in range(s.num_codebooks)
         )
         hidden = cfg.adapter_hidden or d
-        self.adapters = nn.ModuleDict({s.name: ContinuousInput(s, hidden, d) for s in ss if s.continuous})
+        # continuous-stream encoders, keyed by module_key(name) (stream names like "observation.state" have dots)
+        self.adapters = nn.ModuleDict({module_key(s.name): ContinuousInput(s, hidden, d) for s in ss if s.continuous})
+        if len(self.adapters) != sum(s.continuous for s in ss):
+            raise ValueError(f"continuous stream names collide once '.' becomes '__': {[s.name for s in ss]}")
         self.temporal = StreamingTransformer(cfg.temporal)
         self.out_norm = RMSNorm(d)
         # the predicted codebooks in generation order: (spec, codebook index within its stream)
@@ -132,7 +140,7 @@ class RQTransformer(StreamingModule):
         for emb, ids in zip(self.embs[1:], tokens[1:], strict=True):
             x = x + embed_or_zero(emb, ids)
         for name, (f, valid) in features.items():
-            x = x + self.adapters[name](f, valid).to(x.dtype)
+            x = x + self.adapters[module_key(name)](f, valid).to(x.dtype)
         return x
 
     def depth_logits(self, h: torch.Tensor, prev: list[torch.Tensor], start: int) -> list[torch.Tensor]:

@@ -62,7 +62,7 @@ def main() -> None:
     model = RQTransformer(cfg)
     tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=3e-3, warmup_steps=20, weight_decay=0.0,
                      ckpt_every=100)
-    Trainer(model, cfg, tc, store_batch_fn(store, streams, window=WINDOW, batch_size=32),
+    Trainer(model, cfg, tc, store_batch_fn(store, streams, window=WINDOW, batch_size=32, frame_rate=cfg.frame_rate),
             lambda m, b: lm_loss(m(b), streams)).fit()
     print(f"      loss plot: {out / 'loss.png'}, metrics: {out / 'metrics.jsonl'}")
     print("      (the training loss floors near 3/64 * ln 16 = 0.13: in a window cut from the middle of an episode the")
