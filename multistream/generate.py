@@ -3,9 +3,11 @@ the model's streams.
 
 The caller hands in, every frame, the undelayed frame t of each input-only stream (and, to teacher-force or replay
 a recorded stream, of predicted streams too: any prefix of frames may be forced and the model continues from
-there). Internally the generator keeps the delay lines. At step t the temporal transformer consumes the delayed
-frame t-1 of every stream plus the delayed frame t of the `same_frame` inputs (observe, then act); the predicted
-codebooks of delayed frame t are then sampled one by one by the depth transformer.
+there; `FREE_ID` in a row or codebook of a forced frame lets the model generate that one, so rows in different
+phases, one listening and one acting, share a step). Internally the generator keeps the delay lines. At step t the
+temporal transformer consumes the delayed frame t-1 of every stream plus the delayed frame t of the `same_frame`
+inputs (observe, then act); the predicted codebooks of delayed frame t are then sampled one by one by the depth
+transformer.
 
 Output timing is per stream: stream s comes back as soon as its own delays have filled, i.e. step t returns the
 undelayed frame t - D_s of s (D_s = the largest delay of s). A zero-delay action stream returns the frame it was
@@ -28,7 +30,7 @@ import torch
 
 from multistream.lm import RQTransformer
 from multistream.streaming import rows_mask
-from multistream.streams import VALID_SUFFIX, StreamSpec, valid_key
+from multistream.streams import FREE_ID, VALID_SUFFIX, StreamSpec, valid_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,7 @@ class Generator:
         if tuple(x.shape) != (b, spec.num_codebooks):
             raise ValueError(f"stream {name!r}: expected a frame of tokens [{b}, {spec.num_codebooks}], "
                              f"got {list(x.shape)}")
-        spec.check_token_values(x)
+        spec.check_token_values(x, allow_free=spec.predicted)
         return x.to(self.device, torch.long).contiguous()
 
     def _at(self, spec: StreamSpec, d: int):
@@ -316,6 +318,9 @@ class Generator:
             forced = self._at(spec, spec.delays[k])
             if forced is not None:
                 tok = self._delayed_token(spec, k)
+                free = tok == FREE_ID  # rows the caller leaves to the model
+                if bool(free.any()):
+                    tok = torch.where(free, sample(lg, self.sampling[spec.name], self.rng), tok)
             else:
                 tok = sample(lg, self.sampling[spec.name], self.rng)
                 if self.min_row_t < spec.delays[k]:

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 import torch
 
 ZERO_ID = -1  # "no input": zero embedding, never a target
+FREE_ID = -2  # Generator inputs only: "not forced here", the model generates this row/codebook of a predicted stream
 VALID_SUFFIX = "/valid"  # batch key suffix of a continuous stream's validity mask ('/' is not allowed in names)
 
 
@@ -97,13 +98,14 @@ class StreamSpec:
         if self.loss_weight < 0:
             raise ValueError(f"stream {self.name!r}: loss_weight must be >= 0, got {self.loss_weight}")
 
-    def check_token_values(self, x: torch.Tensor) -> None:
-        """Raise ValueError naming the stream unless `x` holds integer ids in [0, vocab_size) or ZERO_ID."""
+    def check_token_values(self, x: torch.Tensor, allow_free: bool = False) -> None:
+        """Raise ValueError naming the stream unless `x` holds integer ids in [0, vocab_size) or ZERO_ID (or FREE_ID
+        when `allow_free`: forcing some rows of a predicted stream and generating the others)."""
         if x.dtype.is_floating_point or x.dtype == torch.bool:
             raise ValueError(f"stream {self.name!r}: tokens must be integers, got {x.dtype}")
         if x.numel():
             lo, hi = int(x.min()), int(x.max())
-            if hi >= self.vocab_size or lo < ZERO_ID:
+            if hi >= self.vocab_size or lo < (FREE_ID if allow_free else ZERO_ID):
                 bad = hi if hi >= self.vocab_size else lo
                 raise ValueError(f"stream {self.name!r}: token id {bad} out of range [0, {self.vocab_size})")
 

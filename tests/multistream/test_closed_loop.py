@@ -235,3 +235,21 @@ def test_stream_spec_errors():
         LMConfig(streams=control_streams(), frame_rate=0)
     ss = control_streams()
     assert "obs" in ss and "nope" not in ss
+
+
+def test_free_id_forces_some_rows_and_lets_the_model_generate_others():
+    """Row 0 listens (action forced to ZERO_ID), row 1 acts (FREE_ID): one batched step serves both."""
+    from multistream.streams import FREE_ID, ZERO_ID
+
+    ss = control_streams()
+    m = small_model(ss)
+    obs = torch.randint(0, 12, (2, 1, 5), generator=torch.Generator().manual_seed(3))
+    with Generator(m, batch_size=2, sampling=Sampling(temperature=0.0)) as gen:
+        for t in range(5):
+            forced = torch.tensor([[ZERO_ID], [FREE_ID]])
+            speech = torch.full((2, 2), FREE_ID)
+            o = gen.step({"obs": obs[:, :, t], "action": forced, "speech": speech})
+            assert o.tokens["action"][0, 0] == ZERO_ID
+            assert o.tokens["action"][1, 0] == gen.last_logits["action"][1, 0].argmax()
+    with Generator(m, batch_size=2) as gen, pytest.raises(ValueError, match="token id -2 out of range"):
+        gen.step({"obs": torch.full((2, 1), FREE_ID)})  # FREE_ID is for predicted streams only
