@@ -36,7 +36,7 @@ import torch
 from einops import rearrange
 
 from multistream.store import EpisodeStore, WindowDataset
-from multistream.streams import StreamSet, StreamSpec, valid_key
+from multistream.streams import ZERO_ID, StreamSet, StreamSpec, valid_key
 from multistream.tokenizer import Tokenizer
 
 TOKENIZED_ATTR = "tokenized"  # store user attr: {store key: tokenizer_record(tokenizer)} for stored codes
@@ -178,10 +178,36 @@ class StoreBinding:
                                      "integer codes (or a tokenizer in its binding)")
         return self
 
-    def to_batch(self, items: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw store windows `{key: [B, T, ...]}` -> model batch. Call `attach(store)` first."""
+    def norm_state(self) -> dict[str, dict[str, list]]:
+        """The normalisation read from the store (JSON-able), to save beside a checkpoint."""
+        return {n: {"shift": sh.tolist(), "scale": sc.tolist()} for n, (sh, sc) in self._norm.items()}
+
+    def load_norm_state(self, state: dict[str, dict[str, list]]) -> StoreBinding:
+        """Restore `norm_state()` without a store (inference)."""
+        for n, v in state.items():
+            if n not in self.streams or not self.streams[n].continuous:
+                raise ValueError(f"normalisation for {n!r}, which is not a continuous stream of this model")
+            self._norm[n] = (torch.as_tensor(v["shift"], dtype=torch.float32),
+                             torch.as_tensor(v["scale"], dtype=torch.float32))
+        return self
+
+    def raw_to_batch(self, items: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Live values `{key: [B, T, ...]}` of the streams `names` (e.g. one frame of observations from an env)
+        -> model inputs, through the same tokenizers and normalisation as training."""
+        saved = self._encode
+        self._encode = {b.spec.name for b in self.bindings if b.tokenizer is not None}
+        try:
+            return self.to_batch(items, names)
+        finally:
+            self._encode = saved
+
+    def to_batch(self, items: dict[str, torch.Tensor], names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Raw store windows `{key: [B, T, ...]}` -> model batch (of the streams `names`, default all). Call
+        `attach(store)` (or `load_norm_state`) first."""
         out: dict[str, torch.Tensor] = {}
         for b in self.bindings:
+            if names is not None and b.spec.name not in names:
+                continue
             s, x = b.spec, items[b.key]
             if s.continuous:
                 x = x.float()  # [B, T, *F]
@@ -213,20 +239,35 @@ class StoreBinding:
         return self.to_batch({k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in ep.items()})
 
     def batch_fn(self, store: EpisodeStore, window: int, batch_size: int, seed: int = 0,
-                 episodes: list[int] | None = None) -> Callable[[int, int, int, int], dict[str, torch.Tensor]]:
-        """A deterministic `batch_fn(step, micro, rank, world)` over random windows of the store."""
+                 episodes: list[int] | None = None, from_episode_start: bool = False,
+                 ) -> Callable[[int, int, int, int], dict[str, torch.Tensor]]:
+        """A deterministic `batch_fn(step, micro, rank, world)` over random windows of the store.
+
+        `from_episode_start`: every window starts at an episode's first frame (a policy must hear its command);
+        shorter episodes are padded, and their padded frames carry ZERO_ID in every token stream (no target)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.attach(store)
-        ds = WindowDataset(store, self.store_keys, window, episodes=episodes)
-        if len(ds) == 0:
+        ds = WindowDataset(store, self.store_keys, window, episodes=episodes, pad=from_episode_start)
+        if from_episode_start:
+            eps = ds.episodes
+            lengths = [store.episode_length(e) for e in eps]
+            index = [int(sum(lengths[:j])) for j in range(len(eps))]  # the window starting at frame 0 of each
+        else:
+            index = list(range(len(ds)))
+        if len(index) == 0:
             raise ValueError(f"no window of {window} frames fits in the selected episodes of {store.path}")
 
         def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
             g = torch.Generator().manual_seed(hash((seed, step, micro, rank)) % (2**31))
-            idx = torch.randint(0, len(ds), (batch_size,), generator=g).tolist()
-            items = [ds[i] for i in idx]
-            return self.to_batch({k: torch.stack([it[k] for it in items]) for k in self.store_keys})
+            pick = torch.randint(0, len(index), (batch_size,), generator=g).tolist()
+            items = [ds[index[i]] for i in pick]
+            batch = self.to_batch({k: torch.stack([it[k] for it in items]) for k in self.store_keys})
+            if from_episode_start:
+                real = torch.stack([it["mask"] for it in items])  # [B, T]
+                for s in self.streams.token_streams:
+                    batch[s.name] = batch[s.name].masked_fill(~real[:, None, :], ZERO_ID)
+            return batch
 
         return fn
 

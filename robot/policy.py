@@ -1,0 +1,318 @@
+"""A commanded robot policy on the multistream engine: streams, episode layout, and closed-loop rollouts.
+
+Streams (all on the 12.5 Hz env clock; one env step per frame):
+
+    action                    predicted   5 codebooks (dx, dy, dz, dyaw, grip), uniform bins over [-1, 1]
+    command                   input       1 codebook, instruction words (robot.command), one per listening frame
+    observation.images.front  input       continuous [64, 64, 3] uint8 -> [0, 1], a CNN trained with the model
+    observation.state         input       continuous [13], normalised by the demos' mean/std
+    observation.gripper       input       continuous [2], mean/std
+    observation.force         input       6 codebooks, quantile bins fitted on the demos
+    observation.touch         input       2 codebooks, quantile bins
+
+Every observation stream is `same_frame`: the action of frame t is predicted from the observation of frame t
+(observe, then act), and the action has no delay, so `Generator.step` returns it in the frame it is asked for.
+
+Episode layout (store rows = frames): a *listening* prefix of one frame per command word, during which the robot
+holds still (the observation repeats the first one, the action is ZERO_ID: no target, zero embedding), then the
+*acting* frames of the demonstration (command ZERO_ID, action = the expert's). In a rollout the listening rows
+force the action to ZERO_ID and the acting rows leave it to the model (FREE_ID), so one batched step serves envs in
+different phases; a finished env is reset and its batch row restarted (`Generator.reset(rows)`).
+
+Dimension legend: B batch (envs), T frames, K codebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import envs
+from envs import features as F
+from envs.base import EnvConfig
+from multistream.atomic import atomic_write_text
+from multistream.checkpoint import config_from_dict, load_weights, read_config
+from multistream.data import TOKENIZED_ATTR, StoreBinding, StreamBinding, spec_from_tokenizer, tokenizer_record
+from multistream.generate import Generator, Sampling
+from multistream.lm import LMConfig, RQTransformer
+from multistream.store import EpisodeStore
+from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
+from multistream.transformer import TransformerConfig
+from robot.command import CommandWords
+from robot.tokenizers import QuantileBins, UniformBins
+
+COMMAND = "command"
+ACTION = F.ACTION
+VECTOR_OBS = (F.STATE, F.GRIPPER)  # continuous, mean/std
+BINNED_OBS = (F.FORCE, F.TOUCH)  # quantile bins
+TOKENIZERS_FILE = "policy_tokenizers.json"
+NORM_FILE = "policy_norm.json"
+POLICY_FILE = "policy.json"
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    action_bins: int = 21  # per action dimension, uniform over [-1, 1] (0.1 resolution)
+    sensor_bins: int = 16  # quantile bins per force/touch dimension
+    camera: bool = True  # the 64x64 camera through a CNN trained with the model
+    image_size: int = 64
+    d_model: int = 128  # temporal transformer
+    num_layers: int = 4
+    num_heads: int = 4
+    context: int = 250  # frames (20 s): longer than any episode plus its command
+    depth_d_model: int = 64  # depth transformer over the 5 action codebooks
+    depth_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.action_bins < 2 or self.sensor_bins < 2:
+            raise ValueError(f"action_bins and sensor_bins must be >= 2, got {self.action_bins}, {self.sensor_bins}")
+        if not 8 <= self.image_size <= 512:
+            raise ValueError(f"image_size must be in [8, 512], got {self.image_size}")
+
+
+@dataclasses.dataclass
+class PolicyTokenizers:
+    action: UniformBins
+    force: QuantileBins
+    touch: QuantileBins
+    words: CommandWords
+
+    @classmethod
+    def fit(cls, demos: EpisodeStore, cfg: PolicyConfig) -> PolicyTokenizers:
+        """Quantile bins of force and touch fitted on every step of the demo store."""
+        force = np.concatenate([demos.episode(i, [F.FORCE])[F.FORCE] for i in range(demos.num_episodes)])
+        touch = np.concatenate([demos.episode(i, [F.TOUCH])[F.TOUCH] for i in range(demos.num_episodes)])
+        return cls(action=UniformBins(F.EE_DELTA_ACTION_DIM, cfg.action_bins, name="action bins"),
+                   force=QuantileBins.fit(force, cfg.sensor_bins, name="force bins"),
+                   touch=QuantileBins.fit(touch, cfg.sensor_bins, name="touch bins"),
+                   words=CommandWords())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": {"channels": self.action.channels, "bins": self.action.bins},
+                "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PolicyTokenizers:
+        try:
+            return cls(action=UniformBins(d["action"]["channels"], d["action"]["bins"], name="action bins"),
+                       force=QuantileBins.from_json(d["force"]), touch=QuantileBins.from_json(d["touch"]),
+                       words=CommandWords(d["words"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed policy tokenizers JSON: missing or bad {e}") from e
+
+    def for_key(self, key: str):
+        return {F.FORCE: self.force, F.TOUCH: self.touch}[key]
+
+
+def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
+    specs = [
+        spec_from_tokenizer(ACTION, tok.action, predicted=True),
+        spec_from_tokenizer(COMMAND, tok.words),
+    ]
+    if cfg.camera:
+        specs.append(StreamSpec(F.IMAGE_FRONT, continuous=True, feature_shape=(cfg.image_size, cfg.image_size, 3),
+                                encoder="conv2d", same_frame=True))
+    specs += [StreamSpec(F.STATE, continuous=True, feature_dim=F.STATE_DIM, same_frame=True),
+              StreamSpec(F.GRIPPER, continuous=True, feature_dim=F.GRIPPER_DIM, same_frame=True)]
+    specs += [spec_from_tokenizer(k, tok.for_key(k), same_frame=True) for k in BINNED_OBS]
+    return StreamSet(tuple(specs))
+
+
+def model_config(cfg: PolicyConfig, streams: StreamSet) -> LMConfig:
+    return LMConfig(
+        streams=streams,
+        temporal=TransformerConfig(d_model=cfg.d_model, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                                   context=cfg.context),
+        depth=TransformerConfig(d_model=cfg.depth_d_model, num_layers=cfg.depth_layers, num_heads=4),
+    )
+
+
+def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
+    """The store-to-token binding of the policy (training batches and live observations alike)."""
+    b = [StreamBinding(streams[ACTION], tokenizer=tok.action), StreamBinding(streams[COMMAND], tokenizer=tok.words)]
+    if F.IMAGE_FRONT in streams:
+        b.append(StreamBinding(streams[F.IMAGE_FRONT], normalize="unit"))
+    b += [StreamBinding(streams[k], normalize="meanstd") for k in VECTOR_OBS]
+    b += [StreamBinding(streams[k], tokenizer=tok.for_key(k)) for k in BINNED_OBS]
+    return StoreBinding(streams, tok.action.frame_rate, b)
+
+
+def obs_keys(streams: StreamSet) -> list[str]:
+    return [s.name for s in streams if s.name not in (ACTION, COMMAND)]
+
+
+def listening_episode(demo: dict[str, np.ndarray], command: list[int], tok: PolicyTokenizers,
+                      keys: list[str]) -> dict[str, np.ndarray]:
+    """One demo episode (`robot.demos` layout) -> the policy store's rows: listening prefix + acting frames."""
+    n = len(command)
+    if n < 1:
+        raise ValueError("a command needs at least one word")
+    out = {}
+    for k in keys:
+        x = demo[k]
+        out[k] = np.concatenate([np.repeat(x[:1], n, axis=0), x], axis=0)  # the robot holds still while listening
+    act = tok.action.encode(torch.from_numpy(demo[ACTION].astype(np.float32))[None])[0].T.numpy()  # [T, 5]
+    out[ACTION] = np.concatenate([np.full((n, act.shape[1]), ZERO_ID), act]).astype(np.int16)
+    t = len(demo[ACTION])
+    out[COMMAND] = np.concatenate([np.asarray(command), np.full(t, ZERO_ID)]).astype(np.int16)
+    return out
+
+
+def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, progress: bool = True) -> EpisodeStore:
+    """Demo store (`scripts/collect_demos.py`) -> policy store (listening prefix + acting frames per episode).
+    Resumable: an existing `out` keeps its tokenizers and receives the demo episodes it does not have yet."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.exists():
+        store = EpisodeStore.open(out, mode="a")
+        if "policy_tokenizers" not in store.attrs:
+            raise ValueError(f"{out} exists and is not a policy store; choose another --out")
+        if store.attrs.get("policy_config") != dataclasses.asdict(cfg):
+            raise ValueError(f"{out} was made with policy config {store.attrs.get('policy_config')}, not "
+                             f"{dataclasses.asdict(cfg)}; use the same options or another --out")
+        tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    else:
+        tok = PolicyTokenizers.fit(demos, cfg)
+        store = EpisodeStore.create(out, fps=demos.fps, attrs={**store_attrs(tok, cfg), "demos": str(demos.path)})
+    keys = obs_keys(policy_streams(cfg, tok))
+    metas = demos.episode_metas()
+    for i in tqdm(range(store.num_episodes, demos.num_episodes), desc="policy store", disable=not progress):
+        meta = metas[i]
+        words = tok.words.ids(meta["instruction"])
+        arrays = listening_episode(demos.episode(i, keys + [ACTION]), words, tok, keys)
+        store.append_episode(arrays, {**meta, "command": meta["instruction"], "listen_frames": len(words),
+                                      "demo_episode": i})
+    return store
+
+
+def store_attrs(tok: PolicyTokenizers, cfg: PolicyConfig) -> dict[str, Any]:
+    """Attrs of a policy store: which tokenizers made its stored codes, and the fitted tokenizers themselves."""
+    return {TOKENIZED_ATTR: {ACTION: tokenizer_record(tok.action), COMMAND: tokenizer_record(tok.words)},
+            "policy_tokenizers": tok.to_json(), "policy_config": dataclasses.asdict(cfg)}
+
+
+def save_policy_files(out: str | Path, cfg: PolicyConfig, tok: PolicyTokenizers, binding: StoreBinding) -> None:
+    """Tokenizers, normalisation and config beside a checkpoint: what `Policy.load` needs besides the weights."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / TOKENIZERS_FILE, json.dumps(tok.to_json()))
+    atomic_write_text(out / NORM_FILE, json.dumps(binding.norm_state()))
+    atomic_write_text(out / POLICY_FILE, json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+class Policy:
+    """A trained policy: model + tokenizers + normalisation; runs episodes closed-loop in the gym envs."""
+
+    def __init__(self, model: RQTransformer, cfg: PolicyConfig, tok: PolicyTokenizers, binding: StoreBinding):
+        self.model, self.cfg, self.tok, self.binding = model.eval(), cfg, tok, binding
+        self.streams = model.streams
+        self._obs = obs_keys(self.streams)
+
+    @classmethod
+    def load(cls, ckpt: str | Path, files: str | Path | None = None) -> Policy:
+        """`ckpt`: a checkpoint directory (config.json + model.safetensors); `files`: where the policy files are
+        (default: `ckpt`, then its parent, i.e. a training run directory)."""
+        ckpt = Path(ckpt)
+        where = [Path(files)] if files is not None else [ckpt, ckpt.parent]
+        base = next((d for d in where if (d / TOKENIZERS_FILE).is_file()), None)
+        if base is None:
+            raise FileNotFoundError(f"no {TOKENIZERS_FILE} in {', '.join(map(str, where))}: not a policy checkpoint")
+        cfg = PolicyConfig(**json.loads((base / POLICY_FILE).read_text()))
+        tok = PolicyTokenizers.from_json(json.loads((base / TOKENIZERS_FILE).read_text()))
+        streams = policy_streams(cfg, tok)
+        lm_cfg = config_from_dict(LMConfig, read_config(ckpt))
+        if lm_cfg.streams != streams:
+            raise ValueError(f"checkpoint {ckpt} streams differ from the policy files in {base}")
+        model = RQTransformer(lm_cfg)
+        load_weights(ckpt, model)
+        binding = policy_binding(streams, tok).load_norm_state(json.loads((base / NORM_FILE).read_text()))
+        return cls(model, cfg, tok, binding)
+
+    def _obs_inputs(self, obs: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        items = {k: torch.from_numpy(np.stack([o[k] for o in obs]))[:, None] for k in self._obs}  # [B, 1, ...]
+        batch = self.binding.raw_to_batch(items, self._obs)
+        return {k: (v[:, 0] if self.streams[k].continuous else v[:, :, 0]) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def rollout(self, task: str, seeds: list[int], split: str = "train", commands: list[str] | None = None,
+                batch_size: int = 8, sampling: Sampling | None = None, progress: bool = False) -> list[dict]:
+        """Run one episode per seed, `batch_size` envs at a time in one batched Generator; returns per seed
+        {seed, success, length, command, actions [T, 5]} in seed order. `commands` overrides the env's own
+        instruction (one per seed)."""
+        if task not in envs.TASK_IDS:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(envs.TASK_IDS)}")
+        if not seeds:
+            raise ValueError("rollout needs at least one seed")
+        if commands is not None and len(commands) != len(seeds):
+            raise ValueError(f"{len(commands)} commands for {len(seeds)} seeds")
+        sampling = sampling or Sampling(temperature=0.0)
+        nb = min(batch_size, len(seeds))
+        env_cfg = EnvConfig(image_size=(self.cfg.image_size, self.cfg.image_size), instruction_split=split)
+        pool = [gym.make(envs.TASK_IDS[task], config=env_cfg) for _ in range(nb)]
+        queue = list(range(len(seeds)))
+        results: dict[int, dict] = {}
+        rows: list[dict | None] = [None] * nb
+
+        def start(r: int) -> dict | None:
+            if not queue:
+                return None
+            i = queue.pop(0)
+            obs, info = pool[r].reset(seed=seeds[i])
+            text = commands[i] if commands is not None else info["instruction"]
+            return {"i": i, "obs": obs, "words": self.tok.words.ids(text), "heard": 0, "command": text,
+                    "actions": [], "success": False}
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(seeds), desc=f"rollout {task}", disable=not progress)
+        try:
+            with Generator(self.model, batch_size=nb, sampling=sampling) as gen:
+                rows = [start(r) for r in range(nb)]
+                last_obs = [row["obs"] for row in rows if row is not None][0]
+                while any(row is not None for row in rows):
+                    cmd = torch.full((nb, 1), ZERO_ID, dtype=torch.long)
+                    act = torch.full((nb, F.EE_DELTA_ACTION_DIM), ZERO_ID, dtype=torch.long)
+                    obs = []
+                    for r, row in enumerate(rows):
+                        obs.append(row["obs"] if row is not None else last_obs)
+                        if row is None:
+                            continue
+                        if row["heard"] < len(row["words"]):  # listening: one word per frame, holding still
+                            cmd[r, 0] = row["words"][row["heard"]]
+                        else:
+                            act[r] = FREE_ID  # acting: the model chooses
+                    out = gen.step({**self._obs_inputs(obs), COMMAND: cmd, ACTION: act})
+                    codes = out.tokens[ACTION]  # [B, 5], this frame's action (no delay)
+                    for r, row in enumerate(rows):
+                        if row is None:
+                            continue
+                        if row["heard"] < len(row["words"]):
+                            row["heard"] += 1
+                            continue
+                        c = codes[r : r + 1, :, None]  # [1, 5, 1]
+                        if int(c.min()) < 0 or int(c.max()) >= self.tok.action.bins:
+                            raise RuntimeError(f"policy produced an invalid action code {c.flatten().tolist()}")
+                        a = self.tok.action.decode(c)[0, 0].numpy().astype(np.float32)  # [5] in [-1, 1]
+                        row["obs"], _, terminated, truncated, info = pool[r].step(a)
+                        row["actions"].append(a)
+                        row["success"] = row["success"] or bool(info["is_success"])
+                        if terminated or truncated:
+                            results[row["i"]] = {"seed": seeds[row["i"]], "success": row["success"],
+                                                 "length": len(row["actions"]), "command": row["command"],
+                                                 "actions": np.stack(row["actions"])}
+                            bar.update(1)
+                            last_obs = row["obs"]
+                            rows[r] = start(r)
+                            gen.reset([r])
+        finally:
+            bar.close()
+            for env in pool:
+                env.close()
+        return [results[i] for i in range(len(seeds))]

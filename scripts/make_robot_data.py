@@ -1,0 +1,37 @@
+"""usage: python scripts/make_robot_data.py --demos runs/demos/touch.zarr --out data/robot/touch.zarr
+
+Turns an expert demo store (`scripts/collect_demos.py`) into the policy's episode store: per episode a listening
+prefix (the instruction, one word per 80 ms frame, while the robot holds still) and then the demonstration's
+frames, with the action tokenized by uniform bins and force/touch quantile bins fitted on the demos (saved in the
+store's attrs). Resumable: rerun with the same options to add the demo episodes not yet converted.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from multistream.store import EpisodeStore
+from robot.policy import PolicyConfig, build_policy_store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demos", required=True, help="demo store written by scripts/collect_demos.py")
+    ap.add_argument("--out", required=True, help="policy store to create or resume")
+    ap.add_argument("--action-bins", type=int, default=PolicyConfig.action_bins)
+    ap.add_argument("--sensor-bins", type=int, default=PolicyConfig.sensor_bins)
+    ap.add_argument("--no-camera", action="store_true", help="leave the camera stream out")
+    args = ap.parse_args()
+    if not Path(args.demos).exists():
+        sys.exit(f"error: no demo store at {args.demos} (make one with scripts/collect_demos.py)")
+    try:
+        cfg = PolicyConfig(action_bins=args.action_bins, sensor_bins=args.sensor_bins, camera=not args.no_camera)
+        demos = EpisodeStore.open(args.demos)
+        store = build_policy_store(demos, args.out, cfg)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"{store}: {store.num_episodes} episodes from {demos.num_episodes} demos")
+
+
+if __name__ == "__main__":
+    main()
