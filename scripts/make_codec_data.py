@@ -4,6 +4,7 @@ speaker. Resumable (rerun the same command); installs nothing (scripts/setup.sh 
 
 usage: python scripts/make_codec_data.py [--out data/codec] [--train-sentences 3000] [--voices-per-sentence 1]
            [--augment-share 0.5] [--real-copies 1] [--heldout-per-voice 8] [--only train|heldout|heldout-real]
+       python scripts/make_codec_data.py --out data/codec --snapshot data/codec/train_partial.npz
 
 Writes OUT/train.npz (TTS + real training speakers), OUT/heldout.npz (held-out TTS voices, test-split sentences,
 clean) and OUT/heldout_real.npz (every prompt of speech.codec.real.HELDOUT_REAL_SPEAKER, clean), and
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from speech.codec.config import tiny
-from speech.codec.data import ClipAugment, assign_voices, build_cache, real_job, tts_job
+from speech.codec.data import NO_PHONE, ClipAugment, assign_voices, build_cache, real_job, snapshot_partial, tts_job
 from speech.codec.real import real_speakers, speaker_files
 from speech.corpus import sentences
 from speech.voices import AGENT_VOICE, user_voices
@@ -39,7 +40,14 @@ p.add_argument("--heldout-per-voice", type=int, default=8)
 p.add_argument("--shard-size", type=int, default=200)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--only", choices=["train", "heldout", "heldout-real"], default=None)
+p.add_argument("--snapshot", default=None, metavar="PATH", help="write the train shards built so far (of an "
+               "unfinished build) to PATH and exit; the build stays resumable")
 args = p.parse_args()
+if args.snapshot:
+    c = snapshot_partial(Path(args.out) / "train.npz", args.snapshot)
+    real = sum(1 for lab in c.labels if lab and lab[0] == NO_PHONE)
+    print(f"{args.snapshot}: {len(c)} clips ({real} recorded), {c.duration_s / 60:.1f} min")
+    raise SystemExit(0)
 for name in ("train_sentences", "voices_per_sentence", "heldout_per_voice"):
     if getattr(args, name) < 1:
         raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -1,10 +1,11 @@
-"""Configuration of the Mimi-style codec: one dataclass per part, validated on construction, and two presets.
+"""Configuration of the Mimi-style codec: one dataclass per part, validated on construction, and presets.
 
 `mimi()` has the shapes of Kyutai's released Mimi (SEANet with 64 filters, ratios 8,6,5,4 to a 25 Hz latent of
 512 channels, an 8-layer transformer in the bottleneck of encoder and decoder, a learnt stride-2 conv to 12.5 Hz,
 a split RVQ of 1 semantic + 31 acoustic codebooks of 2048 entries in 256 dims, 8 of them active = 1.1 kbps),
 so that a later step can load their weights. `tiny()` keeps the same time structure (24 kHz -> 12.5 Hz, 1920
-samples per frame) with narrow convolutions and a small bottleneck transformer, sized to train on a CPU.
+samples per frame) with narrow convolutions and a small bottleneck transformer, sized to train on a CPU; `small()`
+is the next size up for runs of several CPU hours.
 """
 
 from __future__ import annotations
@@ -193,7 +194,18 @@ def tiny() -> CodecConfig:
     )
 
 
-PRESETS = {"tiny": tiny, "mimi": mimi}
+def small() -> CodecConfig:
+    """The next size up from `tiny` for long CPU runs (issue 9): wider convs, a 4-layer bottleneck transformer,
+    8 codebooks x 2048 = 1.1 kbps, 7.6 M parameters (37 MB as fp32 with the codebook buffers), STFT loss on."""
+    return CodecConfig(
+        seanet=SEANetConfig(dimension=192, n_filters=24),
+        transformer=BottleneckTransformerConfig(num_layers=4, num_heads=4, dim_feedforward=768, context=250),
+        quantizer=QuantizerConfig(dimension=96, bins=2048, total_codebooks=8, num_codebooks=8),
+        loss=LossConfig(adversarial=False, disc_filters=16, stft_weight=1.0),
+    )
+
+
+PRESETS = {"tiny": tiny, "small": small, "mimi": mimi}
 
 
 def preset(name: str) -> CodecConfig:

@@ -200,6 +200,40 @@ def _pieces(audio: np.ndarray, max_samples: int, frame_size: int) -> list[tuple[
     return [(s, audio[s: s + step]) for s in range(0, len(audio), step)]
 
 
+def concat_shards(shards: list[Path]) -> tuple[ClipCache, list]:
+    """The clips of several cache files back to back, and their recorded skips."""
+    audio, offsets, labels, names, texts, skipped = [], [0], [], [], [], []
+    sample_rate = frame_size = None
+    for shard in shards:
+        with np.load(shard, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            audio.append(z["audio"])
+            offsets += list(offsets[-1] + z["offsets"][1:])
+        if sample_rate is not None and (meta["sample_rate"], meta["frame_size"]) != (sample_rate, frame_size):
+            raise ValueError(f"{shard}: {meta['sample_rate']} Hz / frame {meta['frame_size']}, the others "
+                             f"{sample_rate} Hz / frame {frame_size}")
+        sample_rate, frame_size = meta["sample_rate"], meta["frame_size"]
+        labels += meta["labels"]
+        names += meta["voices"]
+        texts += meta["texts"]
+        skipped += meta.get("skipped", [])
+    cache = ClipCache(np.concatenate(audio) if audio else np.zeros(0, np.int16), np.asarray(offsets, dtype=np.int64),
+                      labels, names, texts, sample_rate or 0, frame_size or 0)
+    return cache, skipped
+
+
+def snapshot_partial(path: str | os.PathLike, out: str | os.PathLike) -> ClipCache:
+    """Merge the shards a still unfinished `build_cache(path, ...)` has written so far into `out` (atomic), so
+    training can start before the whole cache is built; the build itself can still be resumed."""
+    parts = Path(f"{path}.parts")
+    shards = sorted(parts.glob("[0-9]*.npz"))
+    if not shards:
+        raise ValueError(f"no built shard under {parts}")
+    cache, skipped = concat_shards(shards)
+    _save_cache(Path(out), cache, {"skipped": skipped, "partial_of": str(path), "shards": len(shards)})
+    return cache
+
+
 def build_cache(path: str | os.PathLike, jobs: list[dict], frame_size: int, sample_rate: int,
                 max_seconds: float = 12.0, shard_size: int = 100, split_long: bool = False,
                 desc: str | None = None) -> ClipCache:
@@ -264,20 +298,9 @@ def build_cache(path: str | os.PathLike, jobs: list[dict], frame_size: int, samp
                          np.asarray(offsets, dtype=np.int64), labels, names, texts, sample_rate, frame_size)
         _save_cache(shard, part, {"skipped": skipped})
     bar.close()
-    audio, offsets, labels, names, texts, skipped = [], [0], [], [], [], []
-    for i in range(n_shards):
-        with np.load(parts / f"{i:05d}.npz", allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            audio.append(z["audio"])
-            offsets += list(offsets[-1] + z["offsets"][1:])
-        labels += meta["labels"]
-        names += meta["voices"]
-        texts += meta["texts"]
-        skipped += meta["skipped"]
-    if len(offsets) == 1:
+    cache, skipped = concat_shards([parts / f"{i:05d}.npz" for i in range(n_shards)])
+    if len(cache) == 0:
         raise ValueError(f"no clip of the {len(jobs)} jobs could be made for {path}; first errors: {skipped[:3]}")
-    cache = ClipCache(np.concatenate(audio), np.asarray(offsets, dtype=np.int64), labels, names, texts, sample_rate,
-                      frame_size)
     _save_cache(path, cache, {"skipped": skipped, "jobs": len(jobs)})
     for f in parts.iterdir():
         f.unlink()

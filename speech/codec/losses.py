@@ -188,7 +188,7 @@ class CodecLoss(nn.Module):
             acc = float("nan")
         loss = lc.mel_weight * mel + lc.commitment_weight * out.commitment + lc.semantic_weight * sem
         metrics = {"mel": float(mel.detach()), "commit": float(out.commitment.detach()),
-                   "phone_ce": float(sem.detach()), "phone_acc": acc}
+                   "phone_ce": float(sem.detach()) + 0.0, "phone_acc": acc}  # + 0.0: no -0.0
         if self.stft is not None:
             st = self.stft(out.audio, x)
             loss = loss + lc.stft_weight * (st["sc"] + st["logmag"]) + lc.phase_weight * st["phase"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from speech.audio import write_wav
-from speech.codec.data import IGNORE, NO_PHONE, PhoneVocab, build_cache, load_clip_cache, real_job
+from speech.codec.data import IGNORE, NO_PHONE, PhoneVocab, build_cache, load_clip_cache, real_job, snapshot_partial
 from speech.codec.real import REAL_SPEAKERS, RealSpeaker, decode, speaker_files
 
 SR, FRAME = 24000, 1920
@@ -66,6 +66,8 @@ def test_resume_skips_built_shards_and_refuses_another_job_list(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         build_cache(tmp_path / "b.npz", jobs, FRAME, SR, shard_size=2)
     assert not (tmp_path / "b.npz").exists() and (tmp_path / "b.npz.parts" / "00000.npz").exists()
+    part = snapshot_partial(tmp_path / "b.npz", tmp_path / "partial.npz")  # train on what is built so far
+    assert part.texts == ["ok0", "ok1"] and load_clip_cache(tmp_path / "partial.npz").texts == ["ok0", "ok1"]
     calls.clear()
     resumed = build_cache(tmp_path / "b.npz", jobs, FRAME, SR, shard_size=2)
     assert calls == [str(files[2]), str(files[3])]
@@ -106,3 +108,19 @@ def test_g722_decodes_at_16_khz(tmp_path):
     assert abs(len(x) / SR - 1.0) < 0.02  # a wrong rate would halve or double the duration
     spec = np.abs(np.fft.rfft(x))
     assert abs(np.fft.rfftfreq(len(x), 1 / SR)[spec.argmax()] - 220) < 5
+
+
+@needs_ffmpeg
+def test_augmentation_is_seeded_and_warps_duration(tmp_path):
+    from speech.codec.data import ClipAugment, render_job
+
+    f = _tone(tmp_path / "t.wav", 1.0)
+    aug = ClipAugment(warps=(1.12,), p_degrade=1.0)
+    job = real_job(f, "spk", aug_seed=7, augment=aug)
+    assert job == real_job(f, "spk", aug_seed=7, augment=aug) and job["warp"] == 1.12
+    a, phones, name, _ = render_job(job, SR)
+    b, *_ = render_job(job, SR)
+    assert np.array_equal(a, b) and phones is None and name == "spk"
+    assert abs(len(a) - SR / 1.12) < 30  # played 1.12x faster
+    with pytest.raises(ValueError, match="warps"):
+        ClipAugment(warps=(3.0,))
