@@ -1,29 +1,42 @@
 """Checkpoints: a directory with `config.json`, `model.safetensors` and optional extras, written atomically.
 
-The directory is first written under a temporary name next to the target and then renamed into place, so a crash
-never leaves a half-written checkpoint that a later `load` would accept. Loading checks that the saved tensors
+The directory is first written under a temporary name next to the target and then swapped into place
+(`multistream.atomic.atomic_write_dir`), so a crash never leaves a half-written checkpoint that a later `load`
+would accept, and a crash inside the swap is recovered by the next reader. Loading checks that the saved tensors
 match the model's keys and shapes exactly and names what differs.
+
+Trainer state (optimizer moments, step, RNG states) is stored without pickle: its tensors and arrays go to
+`trainer_state.safetensors` and everything else to `trainer_state.json`, so loading a run directory runs no code
+whatever its files hold. A `trainer_state.pt` (the old pickle format) is refused, never unpickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from multistream.atomic import atomic_write_dir, recover_dir
+
+__all__ = ["atomic_write_dir", "recover_dir"]  # re-exported: checkpoint writers used to import it from here
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-TRAINER_FILE = "trainer_state.pt"
+TRAINER_JSON = "trainer_state.json"
+TRAINER_TENSORS = "trainer_state.safetensors"
+LEGACY_TRAINER_FILE = "trainer_state.pt"  # pickle: refused
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -72,31 +85,6 @@ def config_from_dict(cls: type, data: dict) -> Any:
     return cls(**{k: _build(hints[k], v) for k, v in data.items()})
 
 
-def atomic_write_dir(target: str | os.PathLike, write: typing.Callable[[Path], None]) -> Path:
-    """Call `write(tmp_dir)` then move tmp_dir to `target`, replacing an existing directory atomically enough:
-    the old one is renamed aside first and removed only after the new one is in place."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -104,15 +92,22 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     files: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Write `config.json` + `model.safetensors` (+ `trainer_state.pt` from `extra`, + copied `files`)."""
+    """Write `config.json` + `model.safetensors` (+ `trainer_state.{json,safetensors}` from `extra`, + copied
+    `files`). `extra` may hold tensors, numpy arrays, tuples, dicts (any scalar keys), lists and JSON scalars."""
     cfg = config_to_dict(config)
+    if extra is not None:
+        extra_json, extra_tensors = encode_state(extra)  # fails before anything is written
+    for name, src in (files or {}).items():
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"cannot add {name} to checkpoint {path}: {src} is not a file")
 
     def write(tmp: Path) -> None:
-        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, allow_nan=False))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(_untie(state), str(tmp / WEIGHTS_FILE))
         if extra is not None:
-            torch.save(extra, tmp / TRAINER_FILE)
+            (tmp / TRAINER_JSON).write_text(json.dumps(extra_json, allow_nan=False))
+            save_file(extra_tensors, str(tmp / TRAINER_TENSORS))
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
 
@@ -130,21 +125,118 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+# ---- pickle-free state: JSON for the structure, safetensors for the tensors ----------------------------------------
+_TAGS = ("__tensor__", "__ndarray__", "__tuple__", "__dict__", "__float__")
+
+
+def encode_state(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(JSON-able structure, {key: tensor}) for a nested state of tensors, arrays, tuples, lists, dicts, scalars."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def enc(x: Any, where: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            key = f"t{len(tensors)}"
+            tensors[key] = x.detach().cpu().contiguous().clone()
+            return {"__tensor__": key}
+        if isinstance(x, np.ndarray):
+            if x.dtype.kind not in "biuf":
+                raise TypeError(f"cannot store {where}: numpy dtype {x.dtype} (numbers only)")
+            key = f"t{len(tensors)}"
+            raw = np.ascontiguousarray(x).tobytes()
+            empty = torch.zeros(0, dtype=torch.uint8)
+            tensors[key] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else empty
+            return {"__ndarray__": key, "dtype": x.dtype.str, "shape": list(x.shape)}
+        if isinstance(x, np.generic):
+            x = x.item()
+        if isinstance(x, bool | int | str) or x is None:
+            return x
+        if isinstance(x, float):
+            return x if math.isfinite(x) else {"__float__": repr(x)}
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v, f"{where}[{i}]") for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [enc(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        if isinstance(x, dict):
+            if all(isinstance(k, str) and k not in _TAGS for k in x):
+                return {k: enc(v, f"{where}.{k}") for k, v in x.items()}
+            for k in x:
+                if not isinstance(k, str | int | float | bool) and k is not None:
+                    raise TypeError(f"cannot store {where}: dict key {k!r} of type {type(k).__name__}")
+            return {"__dict__": [[k, enc(v, f"{where}.{k}")] for k, v in x.items()]}
+        raise TypeError(f"cannot store {where}: values of type {type(x).__name__} are not supported "
+                        "(tensors, numpy arrays, tuples, lists, dicts and JSON scalars are)")
+
+    return enc(obj, "state"), tensors
+
+
+def decode_state(data: Any, tensors: dict[str, torch.Tensor], source: str = "state") -> Any:
+    """Inverse of `encode_state`; builds only tensors, arrays and plain containers (no code runs)."""
+
+    def tensor(key: Any) -> torch.Tensor:
+        if not isinstance(key, str) or key not in tensors:
+            raise ValueError(f"{source}: refers to tensor {key!r}, which the tensor file does not hold")
+        return tensors[key]
+
+    def dec(x: Any) -> Any:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        tags = [t for t in _TAGS if t in x]
+        if not tags:
+            return {k: dec(v) for k, v in x.items()}
+        tag = tags[0]
+        if tag == "__tensor__":
+            return tensor(x[tag])
+        if tag == "__ndarray__":
+            dtype = np.dtype(str(x.get("dtype")))
+            if dtype.kind not in "biuf":
+                raise ValueError(f"{source}: array dtype {dtype} is not a number type")
+            return np.frombuffer(tensor(x[tag]).numpy().tobytes(), dtype=dtype).reshape(x["shape"]).copy()
+        if tag == "__tuple__":
+            return tuple(dec(v) for v in x[tag])
+        if tag == "__float__":
+            return float(x[tag])
+        return {k: dec(v) for k, v in x[tag]}
+
+    return dec(data)
+
+
+def _load_safetensors(f: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(f), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{f} is not a readable safetensors file ({e}); it is truncated or corrupt: "
+                         "restore it or delete the checkpoint and train again") from e
+
+
+def _read_json(f: Path) -> Any:
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not valid JSON ({e}); it is corrupt: restore it or delete the checkpoint") from e
+
+
 def read_config(path: str | os.PathLike) -> dict:
     path = Path(path)
+    recover_dir(path)
     f = path / CONFIG_FILE
     if not f.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: {CONFIG_FILE} is missing")
-    return json.loads(f.read_text())
+    cfg = _read_json(f)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{f} must hold a JSON object, got {type(cfg).__name__}")
+    return cfg
 
 
 def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu") -> None:
     """Load `model.safetensors` into `model`, requiring exactly the same keys and shapes."""
     path = Path(path)
+    recover_dir(path)
     f = path / WEIGHTS_FILE
     if not f.is_file():
         raise FileNotFoundError(f"no checkpoint weights at {f}")
-    state = load_file(str(f), device=str(map_location))
+    state = _load_safetensors(f, device=str(map_location))
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -160,7 +252,16 @@ def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | 
 
 
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any] | None:
-    f = Path(path) / TRAINER_FILE
-    if not f.is_file():
+    """The `extra` saved with a checkpoint, or None if it has none. Never unpickles anything."""
+    path = Path(path)
+    recover_dir(path)
+    f_json, f_tensors = path / TRAINER_JSON, path / TRAINER_TENSORS
+    if not f_json.is_file():
+        if (path / LEGACY_TRAINER_FILE).exists():
+            raise ValueError(f"{path / LEGACY_TRAINER_FILE} is a pickle file, which can run arbitrary code when "
+                             "loaded, so it is refused; resume only from checkpoints with trainer_state.json + "
+                             "trainer_state.safetensors, or start the run afresh")
         return None
-    return torch.load(f, map_location="cpu", weights_only=False)
+    if not f_tensors.is_file():
+        raise FileNotFoundError(f"{f_json} has no companion {f_tensors}; the checkpoint is incomplete")
+    return decode_state(_read_json(f_json), _load_safetensors(f_tensors), source=str(f_json))

@@ -22,6 +22,7 @@ class LossOutput:
     per_stream: dict[str, float]  # weighted mean CE per predicted stream
     accuracy: dict[str, float]  # argmax accuracy over valid positions, per predicted stream
     tokens: int  # number of valid target tokens
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # other figures to log as they are
 
 
 def lm_loss(out: LMOutput, streams: StreamSet) -> LossOutput:

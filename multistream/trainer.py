@@ -5,6 +5,14 @@ Exact resume rests on one rule: the data of optimizer step s is a pure function 
 world)`, so nothing about the data loader needs saving. A checkpoint holds the weights, the optimizer state, the
 step and the RNG state; a run killed at any moment resumes from its last checkpoint and ends with the same
 parameters as a run that never stopped.
+
+Resume is refused (ValueError naming each difference) when the run's configuration differs from the checkpoint's:
+the model config, the optimisation settings (`RESUME_MAY_CHANGE` lists the ones that may change) and the caller's
+`run_info` (settings outside TrainConfig that decide the batches, e.g. batch size, frames, data seed).
+
+A `hook` (see `TrainHook`) lets a training objective own extra state with its own optimizer (e.g. a GAN
+discriminator): the trainer tells it the learning-rate scale of every step and saves/restores its state with the
+checkpoint, so every training script shares one resume, one schedule, one metrics log and one loss plot.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,12 +34,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from multistream.checkpoint import load_trainer_state, load_weights, save_checkpoint
+from multistream.atomic import atomic_open, atomic_write_text, recover_dir
+from multistream.checkpoint import config_to_dict, load_trainer_state, load_weights, read_config, save_checkpoint
 from multistream.loss import LossOutput
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
+# TrainConfig fields a resumed run may change; any other difference is refused
+RESUME_MAY_CHANGE = frozenset({"out_dir", "max_steps", "ckpt_every", "log_every", "progress", "plot"})
 
 
 @dataclasses.dataclass
@@ -63,6 +74,59 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.ckpt_every < 1 or self.log_every < 1:
             raise ValueError(f"bad warmup/ckpt/log intervals: {self.warmup_steps}, {self.ckpt_every}, "
                              f"{self.log_every}")
+        for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "clip_grad"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+
+class TrainHook(Protocol):
+    """Extra trainable state beside the model (e.g. a discriminator and its optimizer), driven by the loss_fn.
+
+    The trainer calls `set_lr_scale(lr_at(step) / cfg.lr)` before every optimizer step (one schedule for all) and
+    stores `state_dict()` in the checkpoint (tensors, arrays, tuples, lists, dicts, JSON scalars)."""
+
+    def set_lr_scale(self, scale: float) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def no_weight_decay(model: nn.Module) -> set[str]:
+    """Names of the parameters exempt from weight decay: every parameter of an `nn.Embedding` (token tables) and
+    every parameter with fewer than 2 dims (biases, norm gains, layer scales); matrices of linear/conv layers decay."""
+    names = set()
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            if isinstance(mod, nn.Embedding) or p.dim() < 2:
+                names.add(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return names
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a torn last line (a crash mid-write) is dropped, a bad line elsewhere is an error."""
+    if not path.is_file():
+        return []
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for i, ln in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not an object with an integer 'step'")
+        except ValueError as e:
+            if i == len(lines) - 1:  # cut off by a crash: the step it logged is redone after resume
+                break
+            raise ValueError(f"{path} line {i + 1} is corrupt ({e}); delete that line or the file") from e
+        rows.append(row)
+    return rows
+
+
+def _json_float(v: float) -> float | None:
+    return v if math.isfinite(v) else None  # JSON has no NaN; a diverged loss is logged as null
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -100,32 +164,31 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not metrics_path.is_file():
-        return
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_path)
     if not rows:
         return
     keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
     fig, ax = plt.subplots(figsize=(7, 4))
     for k in ["loss", *keys]:
-        pts = [(r["step"], r[k]) for r in rows if k in r]
+        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), int | float) and r[k] > 0]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, lw=2 if k == "loss" else 1)
     ax.set_xlabel("step")
-    ax.set_ylabel("cross entropy")
+    ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out_png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_open(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
 
 
 class Trainer:
     """`Trainer(model, model_config, cfg, batch_fn, loss_fn).fit()`.
 
     batch_fn(step, micro, rank, world) -> batch (deterministic). loss_fn(model, batch) -> LossOutput.
+    run_info: JSON-able settings outside `cfg` that a resume must share (refused if they differ).
+    hook: extra trainable state driven by loss_fn (see `TrainHook`), checkpointed and scheduled with the model.
     """
 
     def __init__(
@@ -136,8 +199,13 @@ class Trainer:
         batch_fn: Callable[[int, int, int, int], Any],
         loss_fn: Callable[[nn.Module, Any], LossOutput],
         device: str | torch.device | None = None,
+        run_info: dict[str, Any] | None = None,
+        hook: TrainHook | None = None,
     ) -> None:
         self.cfg = cfg
+        self.run_info = dict(run_info or {})
+        json.dumps(self.run_info, allow_nan=False)  # must be storable
+        self.hook = hook
         self.model_config = model_config
         self.batch_fn = batch_fn
         self.loss_fn = loss_fn
@@ -149,8 +217,9 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.model = model.to(self.device)
         self.out = Path(cfg.out_dir)
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+        exempt = no_weight_decay(model)
+        decay = [p for n, p in model.named_parameters() if n not in exempt]
+        no_decay = [p for n, p in model.named_parameters() if n in exempt]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False,
@@ -165,27 +234,59 @@ class Trainer:
 
     def _resume(self) -> None:
         ck = self.out / CHECKPOINT_DIR
+        if self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(f"output directory {self.out} is a file; pass a directory")
+        if self.is_main and ck.parent.is_dir():
+            recover_dir(ck)  # a crash inside the last checkpoint swap: finish it before looking
+        if self.world > 1:
+            dist.barrier()
         if not (ck / "config.json").is_file():
             torch.manual_seed(self.cfg.seed + self.rank)
             return
-        load_weights(ck, self.model, map_location=self.device)
         st = load_trainer_state(ck)
         if st is None:
             raise FileNotFoundError(f"checkpoint {ck} has weights but no trainer state; cannot resume exactly")
+        if int(st["step"]) > self.cfg.max_steps:
+            raise ValueError(f"checkpoint {ck} is at step {st['step']}, past max_steps={self.cfg.max_steps}; "
+                             f"ask for at least {st['step']} steps, or use a new output directory")
+        self._check_same_run(ck, st)
+        load_weights(ck, self.model, map_location=self.device)
         self.opt.load_state_dict(st["optimizer"])
         self.step = int(st["step"])
+        if self.hook is not None:
+            if st.get("hook") is None:
+                raise ValueError(f"checkpoint {ck} has no state for this run's training hook; cannot resume")
+            self.hook.load_state_dict(st["hook"])
         _set_rng_state(st["rng"][self.rank] if isinstance(st["rng"], list) else st["rng"])
         if self.is_main:
             self._truncate_metrics(self.step)
             print(f"[trainer] resumed from {ck} at step {self.step}")
 
+    def _check_same_run(self, ck: Path, st: dict[str, Any]) -> None:
+        """Refuse a resume whose model, optimisation settings or run_info differ from the checkpoint's."""
+        diffs = []
+        saved_model, own_model = read_config(ck), json.loads(json.dumps(config_to_dict(self.model_config)))
+        for k in sorted(set(saved_model) | set(own_model)):
+            if saved_model.get(k) != own_model.get(k):
+                diffs.append(f"model {k}: checkpoint {saved_model.get(k)!r}, now {own_model.get(k)!r}")
+        saved_cfg, own_cfg = st.get("train_config", {}), dataclasses.asdict(self.cfg)
+        for k in sorted(set(saved_cfg) | set(own_cfg)):
+            if k not in RESUME_MAY_CHANGE and saved_cfg.get(k) != own_cfg.get(k):
+                diffs.append(f"{k}: checkpoint {saved_cfg.get(k)!r}, now {own_cfg.get(k)!r}")
+        saved_info = st.get("run_info", {})
+        for k in sorted(set(saved_info) | set(self.run_info)):
+            if saved_info.get(k) != self.run_info.get(k):
+                diffs.append(f"{k}: checkpoint {saved_info.get(k)!r}, now {self.run_info.get(k)!r}")
+        if diffs:
+            raise ValueError(f"cannot resume {ck}: this run's settings differ from the checkpoint's: "
+                             + "; ".join(diffs) + ". Rerun with the checkpoint's settings, or use a new output "
+                             "directory to start afresh")
+
     def _truncate_metrics(self, step: int) -> None:
         f = self.out / METRICS_FILE
         if f.is_file():
-            keep = [ln for ln in f.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-            tmp = f.with_suffix(".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(tmp, f)
+            keep = [r for r in read_metrics(f) if r["step"] <= step]
+            atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self) -> None:
         rng = _rng_state()
@@ -195,7 +296,8 @@ class Trainer:
             rng = gathered
         if self.is_main:
             extra = {"optimizer": self.opt.state_dict(), "step": self.step, "rng": rng,
-                     "train_config": dataclasses.asdict(self.cfg)}
+                     "train_config": dataclasses.asdict(self.cfg), "run_info": self.run_info,
+                     "hook": None if self.hook is None else self.hook.state_dict()}
             save_checkpoint(self.out / CHECKPOINT_DIR, self.model, self.model_config, extra=extra)
         if self.world > 1:
             dist.barrier()
@@ -213,13 +315,19 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                    desc="train", dynamic_ncols=True)
         last: dict[str, float] = {}
+        if self.step >= cfg.max_steps and self.is_main:  # a finished run: report what it logged last
+            rows = read_metrics(self.out / METRICS_FILE)
+            last = {k: v for k, v in rows[-1].items() if k.startswith(("loss", "acc/"))} if rows else {}
         t0, tok_acc = time.perf_counter(), 0
         while self.step < cfg.max_steps:
             lr = lr_at(self.step, cfg)
             for g in self.opt.param_groups:
                 g["lr"] = lr
+            if self.hook is not None:
+                self.hook.set_lr_scale(lr / cfg.lr)
             per_stream: dict[str, float] = {}
             acc: dict[str, float] = {}
+            other: dict[str, float] = {}
             total = 0.0
             for micro in range(cfg.grad_accum):
                 batch = self._to_device(self.batch_fn(self.step, micro, self.rank, self.world))
@@ -233,13 +341,15 @@ class Trainer:
                     per_stream[k] = per_stream.get(k, 0.0) + v / cfg.grad_accum
                 for k, v in lo.accuracy.items():
                     acc[k] = acc.get(k, 0.0) + v / cfg.grad_accum
+                for k, v in lo.metrics.items():
+                    other[k] = other.get(k, 0.0) + float(v) / cfg.grad_accum
                 tok_acc += lo.tokens
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
             last = {"loss": total, **{f"loss/{k}": v for k, v in per_stream.items()},
-                    **{f"acc/{k}": v for k, v in acc.items()}}
+                    **{f"acc/{k}": v for k, v in acc.items()}, **other}
             if self.is_main:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total:.3f}")
@@ -248,8 +358,9 @@ class Trainer:
                     row = {"step": self.step, "lr": lr, **last, "tokens_per_s": tok_acc * self.world / max(dt, 1e-9)}
                     if gnorm is not None:
                         row["grad_norm"] = float(gnorm)
+                    row = {k: _json_float(v) if isinstance(v, float) else v for k, v in row.items()}
                     with open(self.out / METRICS_FILE, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                        f.write(json.dumps(row, allow_nan=False) + "\n")
                     t0, tok_acc = time.perf_counter(), 0
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                 self.save()

@@ -5,6 +5,7 @@ there. Runs under torchrun too: `torchrun --nproc_per_node 2 scripts/train_toy.p
 """
 
 import argparse
+import sys
 
 import torch
 
@@ -16,6 +17,13 @@ from multistream.trainer import TrainConfig, Trainer, dist_info
 
 
 def main() -> None:
+    try:
+        run()
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        sys.exit(f"train_toy.py: error: {e}")
+
+
+def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
@@ -30,6 +38,9 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    for name in ("steps", "batch", "frames", "grad_accum", "ckpt_every"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -37,18 +48,19 @@ def main() -> None:
     cfg = PRESETS[args.preset](streams)
     torch.manual_seed(args.seed)
     model = RQTransformer(cfg)
-    tc = TrainConfig(out_dir=args.out, max_steps=args.steps, lr=args.lr, warmup_steps=min(20, args.steps),
+    tc = TrainConfig(out_dir=args.out, max_steps=args.steps, lr=args.lr, warmup_steps=20,
                      weight_decay=0.0, grad_accum=args.grad_accum, ckpt_every=args.ckpt_every, seed=args.seed,
                      autocast=not args.fp32, progress=not args.no_progress)
     trainer = Trainer(model, cfg, tc, toy_batch_fn(args.batch, args.frames, seed=args.seed),
-                      lambda m, b: lm_loss(m(b), streams))
+                      lambda m, b: lm_loss(m(b), streams), run_info={"batch": args.batch, "frames": args.frames})
     last = trainer.fit()
     rank, _ = dist_info()
     if rank == 0:
         model.eval()
         with torch.no_grad():
             held = lm_loss(model(toy_batch(64, args.frames, seed=10_000 + args.seed)), streams)
-        print(f"final train loss {last['loss']:.4f}; held-out token accuracy {held.accuracy['out']:.4f}")
+        loss = last.get("loss", float("nan"))
+        print(f"final train loss {loss:.4f}; held-out token accuracy {held.accuracy['out']:.4f}")
 
 
 if __name__ == "__main__":

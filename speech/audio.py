@@ -8,11 +8,12 @@ Audio arrays are float32 in [-1, 1], shaped `[C, N]` (channels, samples) unless 
 from __future__ import annotations
 
 import os
-import tempfile
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from multistream.atomic import atomic_open
 
 SAMPLE_RATE = 24000  # every waveform inside the speech package runs at this rate (the codec's rate)
 
@@ -49,18 +50,11 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE)
     pcm = np.clip(np.round(audio * (_PCM16_SCALE - 1)), -32768, 32767).astype("<i2").T  # [N, C]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, wave.open(fh, "wb") as f:
-            f.setnchannels(audio.shape[0])
-            f.setsampwidth(2)
-            f.setframerate(int(sr))
-            f.writeframes(np.ascontiguousarray(pcm).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh, wave.open(fh, "wb") as f:
+        f.setnchannels(audio.shape[0])
+        f.setsampwidth(2)
+        f.setframerate(int(sr))
+        f.writeframes(np.ascontiguousarray(pcm).tobytes())
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:

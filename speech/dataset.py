@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from multistream.atomic import atomic_write_json, atomic_write_text
 from speech.audio import read_wav, write_wav
 from speech.augment import AugmentConfig, augment
 from speech.corpus import SPLITS, dialogue
@@ -63,18 +63,8 @@ def choose_user_voice(split: str, rng: np.random.Generator) -> Voice:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON atomically (temp + rename); NaN or inf is refused rather than written as bare `NaN`."""
+    atomic_write_json(path, obj)
 
 
 def item_path(split: str, seed: int, index: int) -> str:
@@ -132,11 +122,7 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], absolute: bool = F
     for row in rows:
         p = str((path.parent / row["path"]).resolve()) if absolute else row["path"]
         lines.append(json.dumps({"path": p, "duration": float(row["duration"])}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

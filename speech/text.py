@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
+from multistream.atomic import atomic_write_bytes
 from speech.monologue import monologue_tokens, num_frames
 
 FRAME_RATE = 12.5  # text frames per second: the codec's frame rate
@@ -61,12 +61,7 @@ class TextTokenizer:
             user_defined_symbols=[EPAD_PIECE], hard_vocab_limit=False, minloglevel=2, num_threads=1)
         model = buf.getvalue()
         if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(model)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, model)
         return cls(model, frame_rate)
 
     # special ids ----------------------------------------------------------------------------------------------

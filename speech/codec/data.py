@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from multistream.atomic import atomic_open
 
 IGNORE = -100  # label of frames with no usable phone (padding, phones outside the vocabulary)
 NO_PHONE = "?"  # frame label of recorded speech: no phone known (never in a PhoneVocab, so encoded as IGNORE)
@@ -177,15 +178,8 @@ def _jobs_digest(jobs: list[dict]) -> str:
 
 def _atomic_savez(path: Path, **arrays) -> None:
     """np.savez to a temp file in the same folder, then os.replace: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _save_cache(path: Path, cache: ClipCache, extra: dict | None = None) -> None:

@@ -1,0 +1,184 @@
+"""Resume hardening: pickle-free trainer state, torn metrics, a crash inside the checkpoint swap, changed settings."""
+
+import json
+import os
+import pickle  # only to craft a hostile file; the project never unpickles
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import multistream.atomic as atomic
+from multistream.checkpoint import decode_state, encode_state, load_trainer_state, save_checkpoint
+from multistream.lm import RQTransformer
+from multistream.loss import lm_loss
+from multistream.presets import tiny
+from multistream.toy import toy_batch_fn, toy_streams
+from multistream.trainer import METRICS_FILE, TrainConfig, Trainer, no_weight_decay, read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+SS = toy_streams()
+
+
+def _trainer(out: Path, steps: int, hook=None, run_info=None, **kw) -> Trainer:
+    torch.manual_seed(0)
+    cfg = tiny(SS)
+    tc = TrainConfig(out_dir=str(out), max_steps=steps, lr=kw.pop("lr", 1e-3), warmup_steps=2, ckpt_every=5,
+                     log_every=1, progress=False, plot=False, autocast=False, **kw)
+    return Trainer(RQTransformer(cfg), cfg, tc, toy_batch_fn(4, 8), lambda m, b: lm_loss(m(b), SS),
+                   run_info={"batch": 4} if run_info is None else run_info, hook=hook)
+
+
+def _params(t: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in t.model.state_dict().items()}
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_state_round_trip_without_pickle():
+    opt = torch.optim.AdamW(nn.Linear(3, 2).parameters())
+    import random
+
+    import numpy as np
+
+    st = {"optimizer": opt.state_dict(), "np": np.random.get_state(), "py": random.getstate(), 3: (1.5, None),
+          "t": torch.arange(4), "inf": float("inf")}
+    js, tensors = encode_state(st)
+    back = decode_state(json.loads(json.dumps(js, allow_nan=False)), tensors)
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert back[3] == (1.5, None) and back["inf"] == float("inf")
+    assert torch.equal(back["t"], st["t"])
+    assert back["np"][0] == "MT19937" and (back["np"][1] == st["np"][1]).all()
+    assert back["py"] == st["py"]
+    with pytest.raises(TypeError, match=r"state\.x.*_Evil"):
+        encode_state({"x": _Evil(Path("/nonexistent"))})
+
+
+def test_crafted_pickle_is_refused_and_never_run(tmp_path):
+    t = _trainer(tmp_path / "run", 5)
+    t.fit()
+    ck = tmp_path / "run" / "checkpoint"
+    marker = tmp_path / "pwned"
+    # the old file name, holding a pickle that would run a command when loaded
+    (ck / "trainer_state.json").unlink()
+    (ck / "trainer_state.pt").write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(ValueError, match=r"trainer_state\.pt is a pickle"):
+        _trainer(tmp_path / "run", 10)
+    # the pickle under the new names
+    (ck / "trainer_state.json").write_text('{"step": {"__tensor__": "t0"}}')
+    (ck / "trainer_state.safetensors").write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(ValueError, match=r"trainer_state\.safetensors is not a readable safetensors"):
+        load_trainer_state(ck)
+    assert not marker.exists()
+
+
+def test_no_pickle_in_the_project():
+    """No pickle loads anywhere: grep the sources (this test file crafts one and is the only exception)."""
+    bad = []
+    for f in [*ROOT.glob("multistream/**/*.py"), *ROOT.glob("speech/**/*.py"), *ROOT.glob("robot/**/*.py"),
+              *ROOT.glob("envs/**/*.py"), *ROOT.glob("scripts/**/*.py")]:
+        text = f.read_text()
+        for needle in ("import pickle", "weights_only=False", "allow_pickle=True", "torch.load(", "torch.save("):
+            if needle in text:
+                bad.append(f"{f.relative_to(ROOT)}: {needle}")
+    assert not bad, bad
+
+
+def test_torn_metrics_line_does_not_block_resume(tmp_path):
+    _trainer(tmp_path / "run", 5).fit()
+    f = tmp_path / "run" / METRICS_FILE
+    with open(f, "a") as fh:
+        fh.write('{"step": 6, "loss": 1.2')  # a crash in the middle of a write
+    with pytest.raises(ValueError):
+        json.loads(f.read_text().splitlines()[-1])
+    _trainer(tmp_path / "run", 8).fit()
+    assert [r["step"] for r in read_metrics(f)] == list(range(1, 9))
+    # corruption elsewhere than the last line is an error naming the file and line
+    lines = f.read_text().splitlines()
+    lines[2] = "garbage"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"{METRICS_FILE} line 3 is corrupt"):
+        read_metrics(f)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_crash_inside_checkpoint_swap_resumes(tmp_path, monkeypatch, crash_at):
+    """Kill the save of step 10 at each rename of the swap: the next run resumes at 10, never at 0."""
+    ref = _trainer(tmp_path / "ref", 10)
+    ref.fit()
+    t = _trainer(tmp_path / "run", 10)
+    t.cfg.ckpt_every = 5
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    class Crash(BaseException):
+        pass
+
+    def replace(a, b):
+        if t.step == 10 and "checkpoint" in str(b) + str(a):
+            calls["n"] += 1
+            if calls["n"] == 1 + crash_at:  # 1: tmp -> .new; 2: target -> .old; 3: .new -> target
+                raise Crash
+        return real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(Crash):
+        t.fit()
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert not (tmp_path / "run" / "checkpoint").exists() or crash_at == 1
+    resumed = _trainer(tmp_path / "run", 10)
+    assert resumed.step == 10
+    for k, v in _params(ref).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
+def test_resume_refuses_changed_settings_naming_them(tmp_path):
+    _trainer(tmp_path / "run", 5).fit()
+    with pytest.raises(ValueError, match=r"lr: checkpoint 0\.001, now 0\.002.*seed: checkpoint 0, now 3"):
+        _trainer(tmp_path / "run", 10, lr=2e-3, seed=3)
+    with pytest.raises(ValueError, match=r"batch: checkpoint 4, now 8"):
+        _trainer(tmp_path / "run", 10, run_info={"batch": 8})
+    # max_steps may change; it must not be below the checkpoint's step
+    with pytest.raises(ValueError, match=r"at step 5, past max_steps=3"):
+        _trainer(tmp_path / "run", 3)
+    done = _trainer(tmp_path / "run", 5).fit()  # already finished: reports the last logged loss
+    assert done["loss"] > 0
+
+
+def test_train_toy_steps_below_checkpoint_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_toy.py"), "--out", str(tmp_path), "--batch", "4",
+           "--frames", "8", "--threads", "1", "--no-progress", "--fp32", "--ckpt-every", "2"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    assert subprocess.run([*cmd, "--steps", "4"], env=env, capture_output=True).returncode == 0
+    p = subprocess.run([*cmd, "--steps", "2"], env=env, capture_output=True, text=True)
+    assert p.returncode == 1 and "past max_steps=2" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([*cmd, "--steps", "6", "--lr", "0.1"], env=env, capture_output=True, text=True)
+    assert p.returncode == 1 and "lr: checkpoint 0.003, now 0.1" in p.stderr
+    p = subprocess.run([*cmd, "--steps", "0"], env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "--steps must be >= 1" in p.stderr
+
+
+def test_weight_decay_exemptions_are_by_module_type():
+    model = RQTransformer(tiny(SS))
+    exempt = no_weight_decay(model)
+    embeddings = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
+    assert embeddings and embeddings <= exempt
+    for n, p in model.named_parameters():
+        assert (n in exempt) == (n in embeddings or p.dim() < 2), n
+
+
+def test_save_checkpoint_refuses_unsupported_extra(tmp_path):
+    model = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="object"):
+        save_checkpoint(tmp_path / "ck", model, {"a": 1}, extra={"o": object()})
+    assert not (tmp_path / "ck").exists()
