@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,7 @@ class Policy:
         self.model, self.cfg, self.tok, self.binding = model.eval(), cfg, tok, binding
         self.streams = model.streams
         self._obs = obs_keys(self.streams)
+        self.last_timing: dict[str, float] = {}  # of the last rollout: batched frame time (tokenizers + model step)
 
     @classmethod
     def load(cls, ckpt: str | Path, files: str | Path | None = None) -> Policy:
@@ -272,6 +274,7 @@ class Policy:
         from tqdm import tqdm
 
         bar = tqdm(total=len(seeds), desc=f"rollout {task}", disable=not progress)
+        step_s: list[float] = []  # wall time of each batched frame: tokenizers + Generator.step
         try:
             with Generator(self.model, batch_size=nb, sampling=sampling) as gen:
                 rows = [start(r) for r in range(nb)]
@@ -288,7 +291,9 @@ class Policy:
                             cmd[r, 0] = row["words"][row["heard"]]
                         else:
                             act[r] = FREE_ID  # acting: the model chooses
+                    t0 = time.perf_counter()
                     out = gen.step({**self._obs_inputs(obs), COMMAND: cmd, ACTION: act})
+                    step_s.append(time.perf_counter() - t0)
                     codes = out.tokens[ACTION]  # [B, 5], this frame's action (no delay)
                     for r, row in enumerate(rows):
                         if row is None:
@@ -315,4 +320,6 @@ class Policy:
             bar.close()
             for env in pool:
                 env.close()
+        self.last_timing = {"batch": nb, "frames": len(step_s), "median_frame_s": float(np.median(step_s)),
+                            "p99_frame_s": float(np.quantile(step_s, 0.99))}
         return [results[i] for i in range(len(seeds))]
