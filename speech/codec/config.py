@@ -138,6 +138,29 @@ class LossConfig:
 
 
 @dataclass
+class HNRConfig:
+    """Harmonic-plus-noise decoder head (speech.codec.ddsp), used when CodecConfig.head includes 'hnr'."""
+
+    n_harmonics: int = 64
+    n_noise_bands: int = 16
+    f0_min: float = 50.0  # Hz; the fundamental is predicted on a log scale between these
+    f0_max: float = 600.0
+    noise_table: int = 1 << 17  # samples of each fixed band-noise table (5.5 s at 24 kHz) before it repeats
+
+    def __post_init__(self):
+        if self.n_harmonics < 1 or self.n_noise_bands < 1:
+            raise ValueError(f"HNRConfig needs >= 1 harmonics and noise bands, got {self.n_harmonics}, "
+                             f"{self.n_noise_bands}")
+        if not 0 < self.f0_min < self.f0_max:
+            raise ValueError(f"HNRConfig needs 0 < f0_min < f0_max, got {self.f0_min}, {self.f0_max}")
+        if self.noise_table < 1024:
+            raise ValueError(f"HNRConfig.noise_table must be >= 1024 samples, got {self.noise_table}")
+
+
+HEADS = ("seanet", "hnr", "seanet+hnr")
+
+
+@dataclass
 class CodecConfig:
     """The whole codec. The frame is `sample_rate / frame_rate` samples (1920 = 80 ms at 24 kHz)."""
 
@@ -148,8 +171,12 @@ class CodecConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     num_phones: int = 128  # classes of the semantic-distillation head (phone ids; 0 = unknown/silence)
+    head: str = "seanet"  # decoder output: SEANet conv decoder, harmonic-plus-noise synthesis, or their sum
+    hnr: HNRConfig = field(default_factory=HNRConfig)
 
     def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"CodecConfig.head must be one of {HEADS}, got {self.head!r}")
         if self.sample_rate < 1 or self.frame_rate <= 0:
             raise ValueError(f"bad rates: sample_rate={self.sample_rate}, frame_rate={self.frame_rate}")
         frame = self.sample_rate / self.frame_rate

@@ -6,6 +6,8 @@ transposed conv), runs its own transformer and the SEANet decoder. Every part is
 `with codec.streaming(B):` each `encode` of 1920 * n samples returns n frames of codes and each `decode` of n
 frames returns 1920 * n samples, equal to the one-shot results. A small classifier on the semantic codebook's
 output predicts the phone of each frame (semantic distillation, since we have no WavLM teacher here).
+`CodecConfig.head` can replace or complement the SEANet decoder with a harmonic-plus-noise synthesizer driven by
+the decoder latent (speech.codec.ddsp), also streaming and causal.
 
 Implements the engine's `Tokenizer` protocol: `frame_rate`, `num_codebooks`, `cardinality`, `encode`, `decode`.
 
@@ -27,6 +29,7 @@ from multistream.transformer import StreamingTransformer, TransformerConfig
 
 from .config import BottleneckTransformerConfig, CodecConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d
+from .ddsp import HarmonicNoiseHead
 from .quantizer import SplitResidualVQ
 from .seanet import SEANetDecoder, SEANetEncoder
 
@@ -66,7 +69,10 @@ class MimiCodec(StreamingModule):
         self.cfg = cfg
         dim, stride = cfg.seanet.dimension, cfg.downsample_stride
         self.encoder = SEANetEncoder(cfg.seanet)
-        self.decoder = SEANetDecoder(cfg.seanet)
+        self.decoder = SEANetDecoder(cfg.seanet) if "seanet" in cfg.head else None
+        # optional harmonic-plus-noise synthesis from the decoder latent (speech.codec.ddsp)
+        self.hnr = (HarmonicNoiseHead(dim, cfg.seanet.hop_length, cfg.sample_rate, cfg.hnr)
+                    if "hnr" in cfg.head else None)
         tr = cfg.transformer
         self.encoder_transformer = BottleneckTransformer(dim, tr) if tr.num_layers else None
         self.decoder_transformer = BottleneckTransformer(dim, tr) if tr.num_layers else None
@@ -144,7 +150,10 @@ class MimiCodec(StreamingModule):
             q = self.upsample(q)  # [B, D, S]
         if self.decoder_transformer is not None:
             q = self.decoder_transformer(q)
-        return self.decoder(q)
+        if self.hnr is None:
+            return self.decoder(q)
+        synth = self.hnr(q)  # [B, 1, N]
+        return synth if self.decoder is None else self.decoder(q) + synth
 
     def forward(self, x: Tensor) -> CodecOutput:
         """Training forward on whole clips [B, C, N] (N a multiple of the frame size)."""
