@@ -20,6 +20,13 @@ episode count disagrees), and the next append overwrites the tail. Growing `epis
 file) followed by a chunk write; a crash between the two leaves a trailing fill value (0), which is not a valid
 cumulative end and is dropped by readers.
 
+Several writers: `append_episode` holds an exclusive lock (`flock` on `<store>/.append.lock`) and re-reads the
+store's metadata under it, so two processes appending to one store interleave whole episodes, never overwrite
+each other. A store whose metadata disagrees with its arrays beyond what one crashed append can leave (a lost
+`meta/episode_ends` chunk, arrays shorter than the committed steps) is refused on open, never "repaired" by
+truncation; a data chunk that is missing on disk is an error on read, not rows of zeros (every chunk is written,
+even an all-zero one, so a missing chunk file means lost data).
+
 Statistics (min/max/mean/std over all committed steps) reduce every axis except the last one for arrays with two
 or more dims (per-channel for images `[T, H, W, C]`, per-dim for states `[T, D]`), and are scalars for `[T]`
 arrays. They are merged per episode with the parallel (Chan et al.) mean/M2 update, in float64.
@@ -27,6 +34,8 @@ arrays. They are merged per episode with the parallel (Chan et al.) mean/M2 upda
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Sequence
@@ -50,6 +59,9 @@ FORMAT_ATTR = "multistream_episode_store"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 22  # ~4 MiB of raw data per chunk along time
 ENDS_CHUNK = 1 << 14
+ALL_CHUNKS_ATTR = "all_chunks_written"  # set by stores that write empty chunks too (missing chunk = lost data)
+LOCK_FILE = ".append.lock"
+_WRITE_ALL = {"write_empty_chunks": True}
 
 
 def _check_key(key: Any) -> str:
@@ -121,16 +133,69 @@ class EpisodeStore:
     """Whole-episode zarr store. Create with `EpisodeStore.create`, open with `EpisodeStore.open`."""
 
     def __init__(self, group: zarr.Group, path: Path, mode: str) -> None:
-        self._group = group
         self.path = path
         self.mode = mode
+        self._load(group)
+
+    def _load(self, group: zarr.Group) -> None:
+        """Read the store's metadata and check it against its arrays (ValueError naming what is wrong)."""
+        path = self.path
         if FPS_ATTR not in group.attrs or META_GROUP not in group:
             raise ValueError(f"{path} is not an episode store (no '{FPS_ATTR}' attr or '{META_GROUP}' group)")
-        self._ends_arr = group[f"{META_GROUP}/{EPISODE_ENDS}"]
-        meta = group[META_GROUP]
-        self._meta_arr = meta[EPISODE_META]
+        for name in (EPISODE_ENDS, EPISODE_META):
+            if f"{META_GROUP}/{name}" not in group:
+                raise ValueError(f"episode store {path} has lost {META_GROUP}/{name}; it cannot be read or appended "
+                                 "to safely: restore it from a copy (its data arrays are untouched)")
+        if DATA_GROUP not in group:
+            raise ValueError(f"episode store {path} has lost its '{DATA_GROUP}' group; restore it from a copy")
+        self._group = group
+        self._ends_arr = group[f"{META_GROUP}/{EPISODE_ENDS}"].with_config(_WRITE_ALL)
+        self._meta_arr = group[f"{META_GROUP}/{EPISODE_META}"].with_config(_WRITE_ALL)
         self._data = group[DATA_GROUP]
-        self._ends = _valid_ends(self._ends_arr[:])
+        raw = self._read(self._ends_arr, f"{META_GROUP}/{EPISODE_ENDS}")
+        self._ends = _valid_ends(raw)
+        self._check_consistent(len(raw))
+
+    def _read(self, arr: zarr.Array, name: str, sel: Any = slice(None)) -> np.ndarray:
+        try:
+            return arr[sel]
+        except Exception as e:  # zarr raises codec/JSON/IO errors of many types for a damaged chunk
+            raise ValueError(f"episode store {self.path}: cannot read array '{name}' ({type(e).__name__}: {e}); "
+                             "a chunk file is corrupt: restore the store from a copy") from e
+
+    def _check_consistent(self, n_raw: int) -> None:
+        """What one crashed append can leave is fine; anything beyond it means lost metadata or data."""
+        n, steps = len(self._ends), self.num_steps
+        problems = []
+        if n_raw > n + 1:  # only one trailing fill value (a crash between resize and write) is expected
+            problems.append(f"{META_GROUP}/{EPISODE_ENDS} holds {n_raw} entries but only the first {n} are valid "
+                            "(a chunk of it is missing or overwritten)")
+        if self._meta_arr.shape[0] < n:
+            problems.append(f"{META_GROUP}/{EPISODE_META} has {self._meta_arr.shape[0]} entries for {n} episodes")
+        elif self._meta_arr.shape[0] > n + 1:
+            problems.append(f"{META_GROUP}/{EPISODE_META} has {self._meta_arr.shape[0]} entries, more than the "
+                            f"{n} committed episodes plus one crashed append")
+        counted = self._group.attrs.get(STATS_ATTR, {}).get("num_episodes", 0)
+        if counted > n + 1:
+            problems.append(f"the statistics count {counted} episodes but {META_GROUP}/{EPISODE_ENDS} has {n}")
+        for k in self._data.array_keys():
+            rows = self._data[k].shape[0]
+            if rows < steps:
+                problems.append(f"data/{k} has {rows} rows, fewer than the {steps} committed steps")
+        if problems:
+            raise ValueError(f"episode store {self.path} is inconsistent: " + "; ".join(problems)
+                             + ". Refusing to use it (appending could overwrite data): restore it from a copy")
+
+    def _check_chunks(self, key: str, arr: zarr.Array, a: int, b: int) -> None:
+        """Raise if a chunk holding rows [a, b) of data/key is missing on disk (it would read back as zeros)."""
+        if b <= a or not self._group.attrs.get(ALL_CHUNKS_ATTR, False):
+            return
+        c = arr.chunks[0]
+        tail = "/0" * (arr.ndim - 1)  # chunks span every trailing dim whole
+        for i in range(a // c, (b - 1) // c + 1):
+            if not (self.path / DATA_GROUP / key / "c" / f"{i}{tail}").is_file():
+                raise ValueError(f"episode store {self.path}: chunk {i} of data/{key} (rows {i * c}..{(i + 1) * c - 1})"
+                                 " is missing on disk, so those rows are lost; restore the store from a copy")
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -149,11 +214,13 @@ class EpisodeStore:
         group = zarr.open_group(str(path), mode="w-")
         group.create_group(DATA_GROUP)
         meta = group.create_group(META_GROUP)
-        meta.create_array(EPISODE_ENDS, shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=0)
-        meta.create_array(EPISODE_META, shape=(0,), dtype=str, chunks=(META_CHUNK,))
+        meta.create_array(EPISODE_ENDS, shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=0,
+                          config=_WRITE_ALL)
+        meta.create_array(EPISODE_META, shape=(0,), dtype=str, chunks=(META_CHUNK,), config=_WRITE_ALL)
         group.attrs.update(
             {
                 FORMAT_ATTR: FORMAT_VERSION,
+                ALL_CHUNKS_ATTR: True,
                 FPS_ATTR: float(fps),
                 STATS_ATTR: {"num_episodes": 0, "keys": {}},
                 USER_ATTRS: attrs,
@@ -169,8 +236,19 @@ class EpisodeStore:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no episode store at {path}")
-        group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
-        return cls(group, path, mode)
+        return cls(cls._open_group(path, mode), path, mode)
+
+    @staticmethod
+    def _open_group(path: Path, mode: str) -> zarr.Group:
+        if not (path / "zarr.json").is_file():
+            raise ValueError(f"{path} is not an episode store (no zarr.json in it)")
+        try:
+            group = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
+            group.attrs.asdict()
+            return group
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ValueError(f"cannot open episode store {path}: its metadata is unreadable ({type(e).__name__}: "
+                             f"{e}); a zarr.json file is corrupt: restore the store from a copy") from e
 
     # ---- read side ----------------------------------------------------------------------------------------------
     @property
@@ -219,20 +297,29 @@ class EpisodeStore:
         for k in keys:
             if k not in self._data:
                 raise ValueError(f"unknown key {k!r}; store has {self.keys}")
-        return {k: self._data[k][a:b] for k in keys}
+        out = {}
+        for k in keys:
+            arr = self._data[k]
+            self._check_chunks(k, arr, a, b)
+            out[k] = self._read(arr, f"{DATA_GROUP}/{k}", slice(a, b))
+        return out
 
     def episode_meta(self, i: int) -> dict:
         i = self._check_index(i)
-        return self._decode_meta(self._meta_arr[i])
+        return self._decode_meta(self._read(self._meta_arr, f"{META_GROUP}/{EPISODE_META}", i))
 
     def episode_metas(self) -> list[dict]:
         """The metadata of every episode (one read)."""
-        return [self._decode_meta(m) for m in self._meta_arr[: self.num_episodes]]
+        raw = self._read(self._meta_arr, f"{META_GROUP}/{EPISODE_META}", slice(0, self.num_episodes))
+        return [self._decode_meta(m) for m in raw]
 
-    @staticmethod
-    def _decode_meta(raw: Any) -> dict:
+    def _decode_meta(self, raw: Any) -> dict:
         raw = str(raw)
-        return json.loads(raw) if raw else {}
+        try:
+            return json.loads(raw) if raw else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"episode store {self.path}: an entry of {META_GROUP}/{EPISODE_META} is not JSON "
+                             f"({e}); restore the store from a copy") from e
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of `key` (may be longer than `num_steps` after a crash; slice with episode_ends)."""
@@ -290,6 +377,25 @@ class EpisodeStore:
         T = next(iter(lengths.values()))
         if T == 0:
             raise ValueError("cannot append an empty episode (T=0)")
+        for k, v in arrays.items():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                bad = int(np.argwhere(~np.isfinite(v))[0][0])
+                raise ValueError(f"array {k!r} holds NaN or inf (first at step {bad}); the store's statistics would "
+                                 "become NaN for good: drop or fix the episode")
+        with self._append_lock():
+            self._load(self._open_group(self.path, "a"))  # another writer may have appended since we opened
+            return self._append_locked(arrays, meta, T)
+
+    @contextlib.contextmanager
+    def _append_lock(self):
+        with open(self.path / LOCK_FILE, "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _append_locked(self, arrays: dict[str, np.ndarray], meta: dict, T: int) -> int:
         existing = self.keys
         if existing:
             if sorted(arrays) != existing:
@@ -326,8 +432,9 @@ class EpisodeStore:
             if k not in self._data:
                 step_bytes = max(1, int(np.prod(v.shape[1:], dtype=np.int64)) * v.dtype.itemsize)
                 chunk_t = int(max(1, min(1 << 16, CHUNK_BYTES // step_bytes)))
-                self._data.create_array(k, shape=(0, *v.shape[1:]), dtype=v.dtype, chunks=(chunk_t, *v.shape[1:]))
-            arr = self._data[k]
+                self._data.create_array(k, shape=(0, *v.shape[1:]), dtype=v.dtype, chunks=(chunk_t, *v.shape[1:]),
+                                        config=_WRITE_ALL)
+            arr = self._data[k].with_config(_WRITE_ALL)
             # resizing to start + T also drops any tail left by a crashed append
             arr.resize((start + T, *arr.shape[1:]))
             arr[start : start + T] = v
