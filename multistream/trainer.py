@@ -42,7 +42,7 @@ CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
 # TrainConfig fields a resumed run may change; any other difference is refused
-RESUME_MAY_CHANGE = frozenset({"out_dir", "max_steps", "ckpt_every", "log_every", "progress", "plot"})
+RESUME_MAY_CHANGE = frozenset({"out_dir", "max_steps", "ckpt_every", "log_every", "progress", "plot", "max_minutes"})
 
 
 @dataclasses.dataclass
@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     plot: bool = True
+    max_minutes: float | None = None  # wall-clock budget: checkpoint and stop when spent (resume continues)
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -78,6 +79,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be a finite number > 0 (or None), got {self.max_minutes!r}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
 
@@ -189,6 +192,7 @@ class Trainer:
     batch_fn(step, micro, rank, world) -> batch (deterministic). loss_fn(model, batch) -> LossOutput.
     run_info: JSON-able settings outside `cfg` that a resume must share (refused if they differ).
     hook: extra trainable state driven by loss_fn (see `TrainHook`), checkpointed and scheduled with the model.
+    files: {name: path} copied into every checkpoint (e.g. a tokenizer or phone vocabulary).
     """
 
     def __init__(
@@ -201,7 +205,9 @@ class Trainer:
         device: str | torch.device | None = None,
         run_info: dict[str, Any] | None = None,
         hook: TrainHook | None = None,
+        files: dict[str, str | os.PathLike] | None = None,
     ) -> None:
+        self.files = dict(files or {})
         self.cfg = cfg
         self.run_info = dict(run_info or {})
         json.dumps(self.run_info, allow_nan=False)  # must be storable
@@ -298,7 +304,7 @@ class Trainer:
             extra = {"optimizer": self.opt.state_dict(), "step": self.step, "rng": rng,
                      "train_config": dataclasses.asdict(self.cfg), "run_info": self.run_info,
                      "hook": None if self.hook is None else self.hook.state_dict()}
-            save_checkpoint(self.out / CHECKPOINT_DIR, self.model, self.model_config, extra=extra)
+            save_checkpoint(self.out / CHECKPOINT_DIR, self.model, self.model_config, extra=extra, files=self.files)
         if self.world > 1:
             dist.barrier()
 
@@ -319,6 +325,7 @@ class Trainer:
             rows = read_metrics(self.out / METRICS_FILE)
             last = {k: v for k, v in rows[-1].items() if k.startswith(("loss", "acc/"))} if rows else {}
         t0, tok_acc = time.perf_counter(), 0
+        t_start = time.monotonic()
         while self.step < cfg.max_steps:
             lr = lr_at(self.step, cfg)
             for g in self.opt.param_groups:
@@ -362,9 +369,18 @@ class Trainer:
                     with open(self.out / METRICS_FILE, "a") as f:
                         f.write(json.dumps(row, allow_nan=False) + "\n")
                     t0, tok_acc = time.perf_counter(), 0
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
+            out_of_time = cfg.max_minutes is not None and time.monotonic() - t_start > 60 * cfg.max_minutes
+            if self.world > 1:  # every rank stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps or out_of_time:
                 self.save()
                 if self.is_main and cfg.plot:
                     plot_metrics(self.out / METRICS_FILE, self.out / PLOT_FILE)
+            if out_of_time:
+                if self.is_main:
+                    print(f"[trainer] time budget of {cfg.max_minutes} min spent at step {self.step}; checkpoint saved")
+                break
         bar.close()
         return last

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +71,16 @@ class ClipCache:
 def load_clip_cache(path: str | os.PathLike) -> ClipCache:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no clip cache at {path}; build it with scripts/train_codec.py --build-data")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        return ClipCache(z["audio"], z["offsets"], meta["labels"], meta["voices"], meta["texts"],
-                         meta["sample_rate"], meta["frame_size"])
+        raise FileNotFoundError(f"no clip cache at {path}; build it with scripts/make_codec_data.py --out "
+                                f"{path.parent} (or pass --data with an existing cache)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return ClipCache(z["audio"], z["offsets"], meta["labels"], meta["voices"], meta["texts"],
+                             meta["sample_rate"], meta["frame_size"])
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable clip cache ({type(e).__name__}: {e}); rebuild it with "
+                         "scripts/make_codec_data.py") from e
 
 
 def assign_voices(texts: list[str], voices: list, seed: int = 0, first_share: float = 0.0) -> list[tuple[str, object]]:

@@ -1,126 +1,115 @@
-"""One training step of the codec (generator and, when enabled, the MS-STFT discriminator) with exact resume.
+"""Codec training on the engine's `multistream.trainer.Trainer`: a batch function, a loss function and a
+discriminator hook, so the codec shares the one resume, schedule, metrics log and loss plot of every other run.
 
-`CodecTrainer.step()` draws a batch from a `ClipDataset` with its own seeded numpy generator, runs the codec,
-and updates it with multi-scale mel + commitment + phone-distillation (+ hinge adversarial + feature matching)
-losses. `state_dict()` holds everything a resumed run needs to continue bit-for-bit: optimizers, step, the data
-generator's state and torch's RNG (quantizer skip masks, k-means and dead-code sampling draw from it); codebook
-EMA buffers and their step counters live in the model's own state dict.
+- `codec_batch_fn(dataset, batch_size, seed)`: the batch of (step, micro, rank) is drawn with a numpy generator
+  seeded by exactly those numbers, a pure function as the Trainer's exact resume requires.
+- `CodecObjective`: `loss_fn(model, batch)` runs the codec and calls `speech.codec.losses.CodecLoss` (the generator
+  objective: mel + commitment + phone distillation, + STFT/phase/wave, + adversarial and feature matching). With
+  `loss.adversarial` it owns the MS-STFT discriminator and its optimizer (`Discriminator`, a `TrainHook`): each
+  loss call first updates the discriminator on (real, detached reconstruction), then returns the generator loss.
+  The Trainer schedules the discriminator's learning rate with the codec's and checkpoints its state.
+- `make_trainer(...)`: the Trainer with the codec's settings (fp32, AdamW betas (0.8, 0.99), no weight decay,
+  warmup then cosine to 10%).
 
-Dimension legend: B batch, C channels, N samples, T frames, P phone classes.
+Torch RNG (quantizer skip masks, k-means and dead-code draws) is saved by the Trainer; codebook EMA buffers and
+their counters live in the model's state dict. Dimension legend: B batch, C channels, N samples, T frames.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .config import CodecConfig
+from multistream.loss import LossOutput
+from multistream.trainer import TrainConfig, Trainer
+
 from .data import IGNORE, ClipDataset
 from .losses import CodecLoss, MultiScaleSTFTDiscriminator, discriminator_loss
 from .model import MimiCodec
 
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of a codec run."""
-
-    steps: int = 2000  # total optimizer steps (a time budget may stop earlier)
-    batch_size: int = 8
-    segment_frames: int = 25  # crop length in frames (25 = 2 s)
-    lr: float = 1e-3
-    disc_lr: float = 3e-4
-    betas: tuple[float, float] = (0.8, 0.99)
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.segment_frames < 1:
-            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, segment_frames={self.segment_frames}"
-                             " must all be >= 1")
-        if self.lr <= 0 or self.disc_lr <= 0:
-            raise ValueError(f"learning rates must be positive, got lr={self.lr}, disc_lr={self.disc_lr}")
-        self.betas = tuple(self.betas)
+CODEC_BETAS = (0.8, 0.99)
 
 
-class CodecTrainer:
-    def __init__(self, codec: MimiCodec, dataset: ClipDataset, cfg: TrainConfig):
-        self.codec, self.data, self.cfg = codec, dataset, cfg
-        ccfg: CodecConfig = codec.cfg
-        self.loss_cfg = ccfg.loss
-        self.loss_fn = CodecLoss(ccfg.sample_rate, ccfg.loss, IGNORE)
-        self.opt = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
-        self.disc = None
-        self.disc_opt = None
-        if ccfg.loss.adversarial:
-            self.disc = MultiScaleSTFTDiscriminator(ccfg.loss.disc_scales, ccfg.loss.disc_filters)
-            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas,
-                                              weight_decay=0.0)
-        self.rng = np.random.default_rng(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        self.step_count = 0
+def codec_batch_fn(dataset: ClipDataset, batch_size: int, seed: int) -> Callable[[int, int, int, int], dict]:
+    """batch(step, micro, rank, world) -> {"audio": [B, 1, N], "ids": [B, T]}, deterministic in its arguments."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
-    def _lr_scale(self) -> float:
-        s = self.step_count
-        if s < self.cfg.warmup_steps:
-            return (s + 1) / self.cfg.warmup_steps
-        progress = min(1.0, (s - self.cfg.warmup_steps) / max(1, self.cfg.steps - self.cfg.warmup_steps))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # cosine to 10%
+    def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        audio, ids = dataset.batch(batch_size, np.random.default_rng([seed, step, micro, rank]))
+        return {"audio": audio, "ids": ids}
 
-    def step(self) -> dict[str, float]:
-        t0 = time.perf_counter()
-        self.codec.train()
-        x, ids = self.data.batch(self.cfg.batch_size, self.rng)  # [B, 1, N], [B, T]
-        scale = self._lr_scale()
+    return fn
+
+
+class Discriminator:
+    """The MS-STFT discriminator with its own AdamW; a `multistream.trainer.TrainHook`."""
+
+    def __init__(self, loss_cfg: Any, lr: float, device: str | torch.device = "cpu") -> None:
+        if not lr > 0:
+            raise ValueError(f"discriminator lr must be > 0, got {lr!r}")
+        self.lr = lr
+        self.disc = MultiScaleSTFTDiscriminator(loss_cfg.disc_scales, loss_cfg.disc_filters).to(device)
+        self.opt = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=CODEC_BETAS, weight_decay=0.0)
+
+    def set_lr_scale(self, scale: float) -> None:
         for g in self.opt.param_groups:
-            g["lr"] = self.cfg.lr * scale
-        out = self.codec(x)
-        metrics: dict[str, float] = {}
-        if self.disc is not None:
-            assert self.disc_opt is not None
-            for g in self.disc_opt.param_groups:
-                g["lr"] = self.cfg.disc_lr * scale
-            d_loss = discriminator_loss(self.disc(x), self.disc(out.audio.detach()))
-            self.disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.disc_opt.step()
-            metrics["disc"] = float(d_loss.detach())
-        loss, loss_metrics = self.loss_fn(out, x, ids, self.disc)
+            g["lr"] = self.lr * scale
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> float:
+        """One discriminator step on real [B, C, N] vs reconstructed [B, C, N] (detached) audio."""
+        d_loss = discriminator_loss(self.disc(real), self.disc(fake.detach()))
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), self.cfg.grad_clip)
+        d_loss.backward()
         self.opt.step()
-        self.step_count += 1
-        metrics.update(step=self.step_count, loss=float(loss.detach()), **loss_metrics,
-                       entropy=out.entropy, replaced=out.replaced,
-                       grad_norm=float(gnorm), lr=self.cfg.lr * scale, sec=time.perf_counter() - t0)
-        return metrics
+        return float(d_loss.detach())
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step_count,
-            "opt": self.opt.state_dict(),
-            "disc": None if self.disc is None else self.disc.state_dict(),
-            "disc_opt": None if self.disc_opt is None else self.disc_opt.state_dict(),
-            "data_rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
+        return {"disc": self.disc.state_dict(), "opt": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
+        self.disc.load_state_dict(state["disc"])
         self.opt.load_state_dict(state["opt"])
-        if (state["disc"] is None) != (self.disc is None):
-            raise ValueError("checkpoint and run disagree on the adversarial loss (loss.adversarial)")
+
+
+class CodecObjective:
+    """`loss_fn` for the Trainer: codec forward, discriminator update (if adversarial), `CodecLoss`."""
+
+    def __init__(self, codec: MimiCodec, disc_lr: float = 3e-4, device: str | torch.device = "cpu") -> None:
+        ccfg = codec.cfg
+        self.loss = CodecLoss(ccfg.sample_rate, ccfg.loss, IGNORE).to(device)
+        self.disc = Discriminator(ccfg.loss, disc_lr, device) if ccfg.loss.adversarial else None
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+        x, ids = batch["audio"], batch["ids"]  # [B, 1, N], [B, T]
+        out = model(x)
+        extra: dict[str, float] = {"entropy": float(out.entropy), "replaced": float(out.replaced)}
         if self.disc is not None:
-            self.disc.load_state_dict(state["disc"])
-            self.disc_opt.load_state_dict(state["disc_opt"])
-        self.rng.bit_generator.state = state["data_rng"]
-        torch.set_rng_state(state["torch_rng"])
+            extra["disc"] = self.disc.update(x, out.audio)
+        loss, m = self.loss(out, x, ids, None if self.disc is None else self.disc.disc)
+        acc = m.pop("phone_acc")
+        return LossOutput(total=loss, per_stream=m, accuracy={"phone": acc}, tokens=int(ids.numel()), metrics=extra)
+
+
+def make_trainer(codec: MimiCodec, dataset: ClipDataset, out_dir: str | Path, steps: int, batch_size: int,
+                 lr: float = 1e-3, disc_lr: float = 3e-4, warmup_steps: int = 50, grad_clip: float = 1.0,
+                 seed: int = 0, ckpt_every: int = 50, log_every: int = 1, max_minutes: float | None = None,
+                 progress: bool = True, files: dict[str, str | Path] | None = None,
+                 device: str | torch.device = "cpu") -> Trainer:
+    """The engine Trainer set up for the codec (fp32, no weight decay, cosine to 10% of lr)."""
+    tc = TrainConfig(out_dir=str(out_dir), max_steps=steps, lr=lr, min_lr_ratio=0.1, warmup_steps=warmup_steps,
+                     weight_decay=0.0, beta1=CODEC_BETAS[0], beta2=CODEC_BETAS[1], clip_grad=grad_clip,
+                     autocast=False, ckpt_every=ckpt_every, log_every=log_every, seed=seed, progress=progress,
+                     max_minutes=max_minutes)
+    objective = CodecObjective(codec, disc_lr, device)
+    run_info = {"batch_size": batch_size, "segment_frames": dataset.num_frames, "disc_lr": disc_lr}
+    return Trainer(codec, codec.cfg, tc, codec_batch_fn(dataset, batch_size, seed), objective, device=device,
+                   run_info=run_info, hook=objective.disc, files=files)
 
 
 @torch.no_grad()

@@ -1,14 +1,15 @@
 """A brief real training of the `tiny` codec lowers the mel distance; a resumed run equals an uninterrupted one."""
 
 import numpy as np
+import pytest
 import torch
 
-from multistream.checkpoint import load_trainer_state, load_weights, save_checkpoint
+from multistream.trainer import METRICS_FILE, read_metrics
 from speech.codec.config import BottleneckTransformerConfig, tiny
 from speech.codec.data import ClipCache, ClipDataset, PhoneVocab
 from speech.codec.losses import MultiScaleMelLoss
 from speech.codec.model import MimiCodec
-from speech.codec.train import CodecTrainer, TrainConfig, reconstruct
+from speech.codec.train import make_trainer, reconstruct
 
 SR, FRAME = 24000, 1920
 
@@ -34,7 +35,11 @@ def _mel_distance(codec, x, mel) -> float:
     return float(mel(reconstruct(codec, x), x))
 
 
-def test_tiny_training_reduces_mel_distance():
+def _read(path):
+    return {r["step"]: r for r in read_metrics(path)}
+
+
+def test_tiny_training_reduces_mel_distance(tmp_path):
     torch.manual_seed(0)
     cfg = tiny()
     codec = MimiCodec(cfg)
@@ -43,17 +48,24 @@ def test_tiny_training_reduces_mel_distance():
     held = ClipDataset(_synthetic_cache(4, 4, seed=1), vocab, num_frames=4)
     x, _ = held.batch(4, np.random.default_rng(0))  # clips never trained on
     mel = MultiScaleMelLoss(SR, cfg.loss.mel_scales, cfg.loss.n_mels)
-    trainer = CodecTrainer(codec, ds, TrainConfig(steps=50, batch_size=2, segment_frames=3, lr=3e-3, warmup_steps=1))
-    trainer.step()  # first step: k-means initialises the codebooks, so the baseline is a working codec
+    kw = dict(batch_size=2, lr=3e-3, warmup_steps=1, progress=False)
+    make_trainer(codec, ds, tmp_path, 1, **kw).fit()  # first step: k-means initialises the codebooks
     before = _mel_distance(codec, x, mel)
-    for _ in range(49):
-        m = trainer.step()
+    last = make_trainer(codec, ds, tmp_path, 50, **kw).fit()  # the same run, resumed and extended
     after = _mel_distance(codec, x, mel)
-    assert np.isfinite(m["loss"])
+    assert np.isfinite(last["loss"])
     assert after < 0.75 * before, (before, after)
+    rows = _read(tmp_path / METRICS_FILE)
+    assert sorted(rows) == list(range(1, 51)) and "loss/mel" in rows[50] and "entropy" in rows[50]
+    assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
+
+
+class _Killed(Exception):
+    pass
 
 
 def test_resume_continues_exactly(tmp_path):
+    """An adversarial run killed after its step-2 checkpoint resumes to the weights and metrics of an unbroken run."""
     cfg = tiny()
     cfg.seanet.n_filters = 4
     cfg.seanet.dimension = 32
@@ -63,24 +75,35 @@ def test_resume_continues_exactly(tmp_path):
     cfg.loss.disc_scales, cfg.loss.disc_filters = (256, 128), 4
     vocab = PhoneVocab(["pau", "a", "e", "i"])
     ds = ClipDataset(_synthetic_cache(4, 6, seed=2), vocab, num_frames=2)
-    tcfg = TrainConfig(steps=4, batch_size=2, segment_frames=2, warmup_steps=2)
+    kw = dict(batch_size=2, warmup_steps=2, ckpt_every=2, progress=False)
 
     torch.manual_seed(0)
-    ref = CodecTrainer(MimiCodec(cfg), ds, tcfg)
-    ref_metrics = [ref.step() for _ in range(4)]
+    ref = make_trainer(MimiCodec(cfg), ds, tmp_path / "ref", 4, **kw)
+    ref.fit()
 
     torch.manual_seed(0)
-    first = CodecTrainer(MimiCodec(cfg), ds, tcfg)
-    part1 = [first.step() for _ in range(2)]
-    save_checkpoint(tmp_path / "ck", first.codec, cfg, extra=first.state_dict())
+    first = make_trainer(MimiCodec(cfg), ds, tmp_path / "run", 4, **kw)
+    real = first.batch_fn
+
+    def dies_at_step_2(step, micro, rank, world):
+        if step == 2:
+            raise _Killed
+        return real(step, micro, rank, world)
+
+    first.batch_fn = dies_at_step_2
+    with pytest.raises(_Killed):
+        first.fit()
     torch.manual_seed(123)  # a resumed process starts from a different RNG state
-    resumed = CodecTrainer(MimiCodec(cfg), ds, tcfg)
-    load_weights(tmp_path / "ck", resumed.codec)
-    resumed.load_state_dict(load_trainer_state(tmp_path / "ck"))
-    part2 = [resumed.step() for _ in range(2)]
+    resumed = make_trainer(MimiCodec(cfg), ds, tmp_path / "run", 4, **kw)
+    assert resumed.step == 2
+    resumed.fit()
 
-    for a, b in zip(ref_metrics, part1 + part2, strict=True):
-        assert a["loss"] == b["loss"] and a["mel"] == b["mel"]
-    ref_state, res_state = ref.codec.state_dict(), resumed.codec.state_dict()
+    a, b = _read(tmp_path / "ref" / METRICS_FILE), _read(tmp_path / "run" / METRICS_FILE)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for s in a:
+        assert a[s]["loss"] == b[s]["loss"] and a[s]["loss/mel"] == b[s]["loss/mel"] and a[s]["disc"] == b[s]["disc"]
+    ref_state, res_state = ref.model.state_dict(), resumed.model.state_dict()
     for k in ref_state:
         assert torch.equal(ref_state[k], res_state[k]), k
+    for k, v in ref.hook.disc.state_dict().items():
+        assert torch.equal(v, resumed.hook.disc.state_dict()[k]), k
