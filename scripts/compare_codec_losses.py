@@ -1,13 +1,14 @@
 """One arm of a short, controlled loss comparison for the codec: the same start, data, seed and step count, only the
-reconstruction losses differ. Run one process per arm, then score each `OUT/ckpt` with scripts/eval_codec.py.
+reconstruction losses differ. Run one process per arm, then score each `OUT/checkpoint` with scripts/eval_codec.py.
 
 usage: python scripts/compare_codec_losses.py --out runs/codec_cmp/mel --data data/codec_cmp/train.npz
            [--init checkpoints/codec_tiny | --preset tiny] [--steps 600] [--stft-weight 0] [--phase-weight 0]
            [--wave-weight 0] [--mel-weight 1] [--lr 3e-4] [--threads 1]
 
-Writes OUT/ckpt (config.json with the arm's LossConfig, model.safetensors, trainer_state.pt, phones.json: the
-layout scripts/train_codec.py --resume continues from), OUT/metrics.jsonl and OUT/summary.json (mean losses of
-the first and last 50 steps, seconds per step).
+Trains on the engine Trainer (speech.codec.train.make_trainer), so it writes what scripts/train_codec.py writes:
+OUT/checkpoint (config.json with the arm's LossConfig, model.safetensors, trainer state, phones.json; a killed arm
+resumes from it when rerun), OUT/metrics.jsonl, OUT/loss.png, plus OUT/summary.json (mean losses of the first and
+last 50 steps, seconds per step).
 """
 
 import argparse
@@ -17,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from multistream.checkpoint import config_from_dict, load_weights, read_config, save_checkpoint
+from multistream.checkpoint import config_from_dict, load_weights, read_config
+from multistream.trainer import METRICS_FILE, read_metrics
 from speech.codec.config import CodecConfig, preset
 from speech.codec.data import ClipDataset, PhoneVocab, load_clip_cache
 from speech.codec.model import MimiCodec
-from speech.codec.train import CodecTrainer, TrainConfig
+from speech.codec.train import make_trainer
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--out", required=True)
@@ -41,6 +42,9 @@ p.add_argument("--wave-weight", type=float, default=0.0)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
+if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 1:
+    p.error(f"--steps, --batch-size and --segment-frames must be >= 1, got {args.steps}, {args.batch_size}, "
+            f"{args.segment_frames}")
 
 torch.set_num_threads(args.threads)
 out = Path(args.out)
@@ -62,30 +66,24 @@ torch.manual_seed(args.seed)
 codec = MimiCodec(cfg)
 if args.init:
     load_weights(args.init, codec)
-trainer = CodecTrainer(codec, ClipDataset(cache, vocab, args.segment_frames),
-                       TrainConfig(steps=args.steps, batch_size=args.batch_size, segment_frames=args.segment_frames,
-                                   lr=args.lr, seed=args.seed))
+trainer = make_trainer(codec, ClipDataset(cache, vocab, args.segment_frames), out, args.steps, args.batch_size,
+                       lr=args.lr, seed=args.seed, ckpt_every=50, files={"phones.json": out / "phones.json"})
 print(f"arm {out.name}: init={args.init or args.preset}, {len(cache)} clips ({cache.duration_s / 60:.1f} min), "
       f"loss {cfg.loss}")
-rows = []
-t0 = time.time()
-with (out / "metrics.jsonl").open("w") as log:
-    for _ in tqdm(range(args.steps), desc=out.name, mininterval=15):
-        m = trainer.step()
-        rows.append(m)
-        log.write(json.dumps(m) + "\n")
-        log.flush()
-save_checkpoint(out / "ckpt", codec, cfg, extra=trainer.state_dict(), files={"phones.json": out / "phones.json"})
+t0, step0 = time.time(), trainer.step
+trainer.fit()
+sec_per_step = (time.time() - t0) / max(trainer.step - step0, 1)
+rows = read_metrics(out / METRICS_FILE)
 
 
 def avg(part, key):
-    v = [r[key] for r in part if key in r and np.isfinite(r[key])]
+    v = [r[key] for r in part if isinstance(r.get(key), int | float) and np.isfinite(r[key])]
     return float(np.mean(v)) if v else None
 
 
-keys = [k for k in rows[-1] if k not in ("step", "lr", "sec", "replaced")]
+keys = [k for k in rows[-1] if k not in ("step", "lr", "tokens_per_s", "replaced")]
 summary = {"arm": out.name, "init": args.init or args.preset, "steps": args.steps, "loss": vars(args),
            "first50": {k: avg(rows[:50], k) for k in keys}, "last50": {k: avg(rows[-50:], k) for k in keys},
-           "sec_per_step": avg(rows, "sec"), "wall_s": time.time() - t0}
+           "sec_per_step": sec_per_step, "wall_s": time.time() - t0}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary["last50"]), f"{summary['sec_per_step']:.2f} s/step")
