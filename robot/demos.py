@@ -17,6 +17,7 @@ Scripts that call `collect` with workers > 1 therefore need an `if __name__ == "
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
@@ -58,6 +59,14 @@ class CollectConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not 8 <= self.image_size <= 512:
             raise ValueError(f"image_size must be in [8, 512], got {self.image_size}")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
+        if not 0 <= self.perturb_prob <= 1:  # also false for NaN
+            raise ValueError(f"perturb_prob must be in [0, 1], got {self.perturb_prob}")
+
+
+# CollectConfig fields that decide the stored episodes; a resume must match the store's on every one of them
+SAME_ON_RESUME = ("task", "seed", "image_size", "instruction_split", "noise_std", "perturb_prob", "keep_failures")
 
 
 def episode_arrays(result: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -128,6 +137,12 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
         store = EpisodeStore.open(out, mode="a")
         if store.attrs.get("task") != cfg.task:
             raise ValueError(f"{out} holds task {store.attrs.get('task')!r}, not {cfg.task!r}; use another --out")
+        saved = store.attrs.get("collect", {})
+        now = dataclasses.asdict(cfg)
+        diffs = [f"{k}: store {saved.get(k)!r}, now {now[k]!r}" for k in SAME_ON_RESUME if saved.get(k) != now[k]]
+        if diffs:
+            raise ValueError(f"{out} was collected with other settings ({'; '.join(diffs)}); rerun with the store's "
+                             "settings to resume it, or use another --out")
         done = [m["seed"] for m in store.episode_metas()]
         next_seed = max(done) + 1 if done else cfg.seed
     else:
@@ -135,6 +150,9 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
         next_seed = cfg.seed
     attempted = failed = 0
     need = cfg.episodes - store.num_episodes
+    if need <= 0:  # already complete: a rerun changes nothing
+        return {"out": str(out), "episodes": store.num_episodes, "steps": store.num_steps,
+                "attempted_this_run": 0, "failed_this_run": 0}
     bar = tqdm(total=cfg.episodes, initial=store.num_episodes, desc=f"collect {cfg.task}", disable=not progress)
     pool = (
         mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))

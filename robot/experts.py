@@ -36,9 +36,9 @@ class ExpertConfig:
     seed: int = 0  # of the noise generator (separate from the env's seed)
 
     def __post_init__(self) -> None:
-        if self.noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
-        if not 0 <= self.perturb_prob <= 1:
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
+        if not 0 <= self.perturb_prob <= 1:  # also false for NaN
             raise ValueError(f"perturb_prob must be in [0, 1], got {self.perturb_prob}")
         if self.perturb_steps < 1:
             raise ValueError(f"perturb_steps must be >= 1, got {self.perturb_steps}")

@@ -7,6 +7,7 @@ usage: python scripts/collect_demos.py --task push --episodes 100 --workers 2 --
 
 import argparse
 import json
+import sys
 import time
 
 import envs
@@ -27,6 +28,13 @@ def main() -> None:
     p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")
     args = p.parse_args()
 
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"collect_demos.py: error: {e}")
+
+
+def run(args: argparse.Namespace) -> None:
     cfg = CollectConfig(
         task=args.task,
         episodes=args.episodes,
