@@ -6,12 +6,14 @@ End-to-end demo of the multistream engine on the toy task (multistream/toy.py):
   3. measures held-out token accuracy with the training forward;
   4. streams held-out episodes through `Generator.step()` one 80 ms frame at a time, greedy, and prints what the
      model produced next to what the rule says, with the step time as a share of the frame.
-Re-running resumes (or skips) training; --fresh starts over.
+Re-running resumes (or skips) training; --fresh starts over. The demo marks the directory it makes (a
+`.multistream-demo` file): --fresh deletes only a marked directory, and an --out holding anything else is refused.
 """
 
 import argparse
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,21 @@ from multistream.trainer import TrainConfig, Trainer
 
 FRAME_RATE = 12.5
 WINDOW = 32  # frames per training window (2.56 s)
+MARKER = ".multistream-demo"  # written into --out by the demo: only a marked directory is ever deleted
+
+
+def prepare_out(out: Path, fresh: bool) -> None:
+    """Create (or, with fresh, recreate) the demo's directory; refuse a file or a directory the demo did not make."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory")
+    ours = (out / MARKER).is_file()
+    if out.is_dir() and not ours and any(out.iterdir()):
+        raise ValueError(f"--out {out} holds files the demo did not make (no {MARKER} marker); it is left untouched: "
+                         "pass a new or empty directory")
+    if fresh and ours:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by scripts/demo.py; --fresh deletes this directory\n")
 
 
 def main() -> None:
@@ -37,10 +54,14 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
+    for name in ("steps", "episodes"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_out(out, args.fresh)
+    except ValueError as e:
+        sys.exit(f"demo.py: error: {e}")
     streams = toy_streams()
 
     store_path = out / "toy.zarr"

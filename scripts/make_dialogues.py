@@ -5,11 +5,15 @@ usage: python scripts/make_dialogues.py --hours 1 --workers 2 --out data/dialogu
 
 Each split gets its share of the hours (train = the rest); dialogues are made in index order until the split's
 duration reaches its target, so the result depends only on --hours, --seed and the shares (not on --workers).
-Finished files are skipped on a rerun (resumable). Writes DIR/<split>.jsonl manifests, DIR/tokenizer.model and
-DIR/meta.json (counts, durations, CPU time, speech-hours per CPU-hour).
+Finished files are skipped on a rerun (resumable; a truncated or unreadable wav is made again). Writes
+DIR/<split>.jsonl manifests, DIR/tokenizer.model, DIR/request.json (the settings of the dataset) and DIR/meta.json
+(counts, durations, CPU time, speech-hours per CPU-hour). A rerun with another --seed or other shares is refused,
+and so is a smaller --hours (it would delete finished dialogues) unless --overwrite says to delete them.
 """
 
 import argparse
+import json
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -42,6 +46,36 @@ def _make(job: tuple[str, int]) -> dict:
     return make_item(_OUT, split, index, _CONFIG)
 
 
+def check_request(args: argparse.Namespace) -> None:
+    """Refuse an --out that is a file, another dataset's settings, or a smaller --hours without --overwrite;
+    then record this run's settings in OUT/request.json (before any dialogue is made, so a killed run counts)."""
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory")
+    want = {"seed": args.seed, "valid_share": args.valid_share, "test_share": args.test_share, "hours": args.hours}
+    have = None
+    for name in ("request.json", "meta.json"):  # meta.json: a dataset made before request.json existed
+        f = out / name
+        if f.is_file():
+            try:
+                raw = json.loads(f.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f} is not valid JSON ({e}); fix or delete it") from e
+            have = raw if name == "request.json" else {"seed": raw.get("seed"), "hours": raw.get("hours_requested")}
+            break
+    if have is not None:
+        diffs = [f"{k}: dataset {have[k]!r}, now {want[k]!r}" for k in ("seed", "valid_share", "test_share")
+                 if k in have and have[k] != want[k]]
+        if diffs:
+            raise ValueError(f"{out} holds a dataset made with other settings ({'; '.join(diffs)}); use another --out")
+        if isinstance(have.get("hours"), int | float) and have["hours"] > args.hours and not args.overwrite:
+            raise ValueError(f"{out} holds up to {have['hours']} h of dialogues; --hours {args.hours} would delete the "
+                             f"finished ones beyond it. Pass --hours {have['hours']} to resume, or --overwrite to "
+                             "delete them")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "request.json", want)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hours", type=float, required=True, help="total hours of dialogue to make (all splits)")
@@ -53,17 +87,25 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=1024, help="sentencepiece vocabulary (upper bound)")
     p.add_argument("--tokenizer-dialogues", type=int, default=20000, help="train-split dialogues of tokenizer text")
     p.add_argument("--absolute-paths", action="store_true", help="absolute wav paths in the manifests")
+    p.add_argument("--overwrite", action="store_true", help="allow a smaller --hours to delete finished dialogues")
     args = p.parse_args()
-    if args.hours <= 0:
-        p.error(f"--hours must be positive, got {args.hours}")
+    if not (math.isfinite(args.hours) and args.hours > 0):
+        p.error(f"--hours must be a finite number > 0, got {args.hours}")
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
-    if args.valid_share < 0 or args.test_share < 0 or args.valid_share + args.test_share >= 1:
+    shares_ok = all(math.isfinite(s) and s >= 0 for s in (args.valid_share, args.test_share))
+    if not shares_ok or args.valid_share + args.test_share >= 1:
         p.error(f"bad split shares: valid {args.valid_share}, test {args.test_share}")
+    if args.vocab_size < 8 or args.tokenizer_dialogues < 1:
+        p.error(f"--vocab-size must be >= 8 and --tokenizer-dialogues >= 1, got {args.vocab_size}, "
+                f"{args.tokenizer_dialogues}")
+    try:
+        check_request(args)
+    except ValueError as e:
+        sys.exit(f"make_dialogues.py: error: {e}")
 
     config = DatasetConfig(seed=args.seed)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
     tok = TextTokenizer.train(

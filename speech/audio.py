@@ -25,11 +25,17 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no such wav file: {str(path)!r}")
-    with wave.open(str(path), "rb") as f:
-        channels, width, sr, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-        if width != 2:
-            raise ValueError(f"{str(path)!r}: only 16-bit PCM wav is supported, got sample width {width} bytes")
-        raw = f.readframes(n)
+    try:
+        with wave.open(str(path), "rb") as f:
+            channels, width, sr, n = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
+            if width != 2:
+                raise ValueError(f"{str(path)!r}: only 16-bit PCM wav is supported, got sample width {width} bytes")
+            raw = f.readframes(n)
+    except (wave.Error, EOFError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable wav file ({e}); remake or replace it") from e
+    if len(raw) != n * channels * width:
+        raise ValueError(f"{str(path)!r} is truncated: its header promises {n} frames, it holds "
+                         f"{len(raw) // (channels * width)}; remake or replace it")
     pcm = np.frombuffer(raw, dtype="<i2").reshape(-1, channels)  # [N, C]
     return (pcm.T.astype(np.float32) / _PCM16_SCALE), sr
 

@@ -67,6 +67,21 @@ def write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_json(path, obj)
 
 
+def finished_item(wav_path: str | os.PathLike) -> float | None:
+    """The duration of a complete item (wav + json whose durations agree), else None: a missing, truncated or
+    unreadable wav or json is not a finished item, and `make_item` makes it again (deterministically)."""
+    wav_path = Path(wav_path)
+    json_path = wav_path.with_suffix(".json")
+    if not (json_path.is_file() and wav_path.is_file()):
+        return None
+    try:
+        duration = float(json.loads(json_path.read_text())["duration"])
+        audio, sr = read_wav(wav_path)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return duration if abs(audio.shape[1] / sr - duration) < 1e-3 else None
+
+
 def item_path(split: str, seed: int, index: int) -> str:
     """The wav path of an item, relative to the dataset folder."""
     return f"{split}/{split}-{seed}-{index:07d}.wav"
@@ -79,8 +94,9 @@ def make_item(out_dir: str | os.PathLike, split: str, index: int, config: Datase
     rel = item_path(split, config.seed, index)
     wav_path = out_dir / rel
     json_path = wav_path.with_suffix(".json")
-    if json_path.exists() and wav_path.exists():
-        return {"path": rel, "duration": json.loads(json_path.read_text())["duration"]}
+    done = finished_item(wav_path)
+    if done is not None:
+        return {"path": rel, "duration": done}
     rng = item_rng(config.seed, split, index)
     d = dialogue(split, config.seed, index)
     voice = choose_user_voice(split, rng)
