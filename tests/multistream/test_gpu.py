@@ -53,3 +53,25 @@ def test_cuda_small_generator_runs_bf16():
     with Generator(m, seed=0) as gen:
         outs = [gen.step({"audio.user": torch.randint(0, user.vocab_size, (1, 8), device="cuda")}) for _ in range(5)]
     assert outs[-1].tokens["audio.agent"].shape == (1, 8)
+
+
+def test_cuda_row_reset_and_ring_cache():
+    """Per-row reset on CUDA leaves the other rows identical; a bounded context wraps its ring buffer."""
+    from multistream.transformer import StreamingTransformer, TransformerConfig
+
+    torch.manual_seed(0)
+    m = StreamingTransformer(TransformerConfig(d_model=32, num_layers=2, num_heads=4, context=4)).cuda().eval()
+    x = torch.randn(3, 12, 32, device="cuda")
+    with torch.no_grad():
+        full = m(x)
+        with m.streaming(3):
+            ref = torch.cat([m(x[:, i : i + 1]) for i in range(12)], 1)
+        with m.streaming(3):
+            got = []
+            for i in range(12):
+                if i == 5:
+                    m.reset_streaming([1])
+                got.append(m(x[:, i : i + 1]))
+            got = torch.cat(got, 1)
+    torch.testing.assert_close(ref, full, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got[[0, 2]], ref[[0, 2]])
