@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multistream.cli import positive_int
 from speech.codec.config import preset
 from speech.codec.model import MimiCodec, load_codec
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--presets", nargs="+", default=["tiny", "mimi"])
 p.add_argument("--ckpt-tiny", default="checkpoints/codec_tiny")
-p.add_argument("--frames", type=int, default=40, help="timed frames per direction (after 5 warm-up frames)")
-p.add_argument("--threads", type=int, default=1)
+p.add_argument("--frames", type=positive_int, default=40, help="timed frames per direction (after 5 warm-up frames)")
+p.add_argument("--threads", type=positive_int, default=1)
 p.add_argument("--device", default="cpu")
 p.add_argument("--out", default="checkpoints/codec_tiny/bench")
 args = p.parse_args()

@@ -22,11 +22,12 @@ import numpy as np
 
 import envs
 from envs.base import EnvConfig
+from multistream.cli import positive_int
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--tasks", nargs="+", default=sorted(envs.TASK_IDS), choices=sorted(envs.TASK_IDS))
-p.add_argument("--steps", type=int, default=500)
-p.add_argument("--image-size", type=int, default=64)
+p.add_argument("--steps", type=positive_int, default=500)
+p.add_argument("--image-size", type=positive_int, default=64)
 p.add_argument("--out", default="runs/bench/envs.json")
 args = p.parse_args()
 

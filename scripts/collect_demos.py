@@ -11,20 +11,21 @@ import sys
 import time
 
 import envs
+from multistream.cli import nonneg_float, positive_int, probability
 from robot.demos import CollectConfig, collect
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=sorted(envs.TASK_IDS))
-    p.add_argument("--episodes", type=int, required=True, help="episodes the store should hold when done")
+    p.add_argument("--episodes", type=positive_int, required=True, help="episodes the store should hold when done")
     p.add_argument("--out", required=True, help="zarr store directory (created, or resumed if it exists)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=positive_int, default=64)
     p.add_argument("--split", default="train", choices=["train", "heldout", "all"], help="instruction phrasings")
-    p.add_argument("--noise-std", type=float, default=0.0, help="Gaussian noise on executed expert actions")
-    p.add_argument("--perturb-prob", type=float, default=0.0, help="per-step chance of a short random push")
+    p.add_argument("--noise-std", type=nonneg_float, default=0.0, help="Gaussian noise on executed expert actions")
+    p.add_argument("--perturb-prob", type=probability, default=0.0, help="per-step chance of a short random push")
     p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")
     args = p.parse_args()
 

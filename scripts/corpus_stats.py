@@ -36,7 +36,15 @@ def split_stats(rows: list[dict], tok: TextTokenizer) -> dict:
     c = Counter()
     backends = Counter()
     for row in rows:
-        meta = json.loads(Path(row["path"]).with_suffix(".json").read_text())
+        wav, js = Path(row["path"]), Path(row["path"]).with_suffix(".json")
+        for f in (wav, js):
+            if not f.is_file():
+                raise ValueError(f"{f} is listed in the manifest but missing; remake the dataset "
+                                 "(scripts/make_dialogues.py with the same settings resumes and fills it in)")
+        try:
+            meta = json.loads(js.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{js} is not valid JSON ({e}); delete it and its wav, then rerun make_dialogues") from e
         dur = meta["duration"]
         agent, user = speaker_words(meta, AGENT_LABEL), speaker_words(meta, USER_LABEL)
         n = int(np.ceil(dur / GRID))
@@ -100,13 +108,16 @@ def main() -> None:
         p.error(f"no tokenizer.model in {args.dir}")
     tok = TextTokenizer(args.dir / "tokenizer.model")
     stats, all_rows = {}, []
-    for manifest in sorted(args.dir.glob("*.jsonl")):
-        rows = read_manifest(manifest)
-        all_rows += rows
-        stats[manifest.stem] = split_stats(rows, tok)
-    if not all_rows:
-        p.error(f"no manifests (*.jsonl) in {args.dir}")
-    stats["all"] = split_stats(all_rows, tok)
+    try:
+        for manifest in sorted(args.dir.glob("*.jsonl")):
+            rows = read_manifest(manifest)
+            all_rows += rows
+            stats[manifest.stem] = split_stats(rows, tok)
+        if not all_rows:
+            p.error(f"no manifests (*.jsonl) in {args.dir}")
+        stats["all"] = split_stats(all_rows, tok)
+    except (ValueError, KeyError) as e:
+        sys.exit(f"corpus_stats.py: error: {e}")
     meta_path = args.dir / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())

@@ -8,7 +8,6 @@ Episodes run to the registered time limit (terminating at success). Without --ca
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,16 +16,18 @@ import numpy as np
 
 import envs
 from envs.base import EnvConfig
+from multistream.atomic import atomic_write_json
+from multistream.cli import nonneg_float, output_file, positive_int, probability
 from robot.experts import ExpertConfig, make_expert, run_episode
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--tasks", nargs="+", default=sorted(envs.TASK_IDS), choices=sorted(envs.TASK_IDS))
-p.add_argument("--seeds", type=int, default=100)
+p.add_argument("--seeds", type=positive_int, default=100)
 p.add_argument("--first-seed", type=int, default=1000, help="seeds first-seed .. first-seed + seeds - 1")
-p.add_argument("--noise-std", type=float, default=0.0)
-p.add_argument("--perturb-prob", type=float, default=0.0)
+p.add_argument("--noise-std", type=nonneg_float, default=0.0)
+p.add_argument("--perturb-prob", type=probability, default=0.0)
 p.add_argument("--camera", action="store_true", help="render the 64x64 camera too")
-p.add_argument("--out", default="runs/eval/experts.json")
+p.add_argument("--out", type=output_file, default="runs/eval/experts.json")
 args = p.parse_args()
 
 rows = []
@@ -68,6 +69,5 @@ result = {
     "rows": rows,
 }
 out = Path(args.out)
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps(result, indent=2))
+atomic_write_json(out, result, indent=2)
 print(f"wrote {out}")

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from multistream.cli import nonneg_float, positive_float  # noqa: E402
 from speech.dataset import AGENT_LABEL, USER_LABEL, read_item, speaker_words  # noqa: E402
 from speech.monologue import num_frames  # noqa: E402
 from speech.text import TextTokenizer  # noqa: E402
@@ -28,8 +29,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("wav", type=Path)
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: beside the wav)")
-    p.add_argument("--start", type=float, default=0.0, help="window start (s)")
-    p.add_argument("--end", type=float, default=None, help="window end (s); default start + 12")
+    p.add_argument("--start", type=nonneg_float, default=0.0, help="window start (s)")
+    p.add_argument("--end", type=positive_float, default=None, help="window end (s); default start + 12")
     p.add_argument("--tokenizer", type=Path, default=None, help="default: tokenizer.model in the dataset folder")
     args = p.parse_args()
     audio, sr, meta = read_item(args.wav)

@@ -25,18 +25,19 @@ from matplotlib import animation  # noqa: E402
 import envs  # noqa: E402
 from envs import features as F  # noqa: E402
 from envs.base import EnvConfig  # noqa: E402
+from multistream.cli import nonneg_float, nonneg_int, positive_float, positive_int, probability  # noqa: E402
 from robot.experts import ExpertConfig, make_expert  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--task", choices=sorted(envs.TASK_IDS), help="live expert rollout of this task")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--store", help="replay an episode of this demo store instead")
-p.add_argument("--episode", type=int, default=0)
-p.add_argument("--noise-std", type=float, default=0.0)
-p.add_argument("--perturb-prob", type=float, default=0.0)
+p.add_argument("--episode", type=nonneg_int, default=0)
+p.add_argument("--noise-std", type=nonneg_float, default=0.0)
+p.add_argument("--perturb-prob", type=probability, default=0.0)
 p.add_argument("--out", required=True, help="output path prefix")
-p.add_argument("--fps", type=float, default=12.5)
-p.add_argument("--view-size", type=int, nargs=2, default=[240, 320])
+p.add_argument("--fps", type=positive_float, default=12.5)
+p.add_argument("--view-size", type=positive_int, nargs=2, default=[240, 320])
 args = p.parse_args()
 if (args.task is None) == (args.store is None):
     p.error("give exactly one of --task or --store")

@@ -150,8 +150,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     for k, line in enumerate(path.read_text().splitlines()):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if "path" not in row or "duration" not in row:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{k + 1}: not a JSON line ({e}); fix or remake the manifest") from e
+        if not isinstance(row, dict) or "path" not in row or "duration" not in row:
             raise ValueError(f"{path}:{k + 1}: a manifest row needs 'path' and 'duration', got {row}")
         p = Path(row["path"])
         rows.append({"path": str(p if p.is_absolute() else (path.parent / p).resolve()),
