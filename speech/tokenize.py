@@ -1,0 +1,86 @@
+"""Dialogue directory (moshi-finetune layout, `scripts/make_dialogues.py`) -> episode store of chat streams.
+
+Per dialogue, one episode of T frames (12.5 Hz): `text` [T] (the agent's inner monologue from its word alignments,
+PAD/EPAD), `audio.agent` [T, K] (channel 0 through the codec), `audio.user` [T, K] (channel 1 through the codec).
+The store's attrs record the codec and text tokenizer that made the codes (`multistream.data.TOKENIZED_ATTR`), so
+the training binding refuses a different codec or tokenizer. Resumable: episodes are whole dialogues appended
+atomically, and a rerun skips the dialogues already stored (by path).
+
+Dimension legend: T frames, K codebooks, N samples.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multistream.data import TOKENIZED_ATTR, tokenizer_record
+from multistream.store import EpisodeStore
+from speech.dataset import AGENT_LABEL, read_item, read_manifest, speaker_words
+from speech.duplex import AGENT_CH, USER_CH
+from speech.monologue import num_frames
+from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
+
+SPLITS = ("train", "valid", "test")
+
+
+def dialogue_arrays(path: str | os.PathLike, codec: CodecFrames, text: MonologueText) -> tuple[dict, dict]:
+    """One dialogue's store rows and metadata."""
+    audio, sr, meta = read_item(path)
+    if sr != codec.sample_rate:
+        raise ValueError(f"{path}: sample rate {sr} Hz, the codec takes {codec.sample_rate} Hz")
+    if audio.ndim != 2 or audio.shape[0] != 2:
+        raise ValueError(f"{path}: expected stereo audio (agent, user), got shape {audio.shape}")
+    t = num_frames(audio.shape[1] / sr, codec.frame_rate)
+    n = t * codec.frame_size
+    x = np.zeros((2, n), dtype=np.float32)
+    x[:, : audio.shape[1]] = audio[:, :n]
+    with torch.no_grad():
+        codes = codec.encode(torch.from_numpy(x)[:, None])  # [2, K, T]
+    words = speaker_words(meta, AGENT_LABEL)
+    mono, dropped = text.tok.frames(words, t)
+    arrays = {
+        TEXT: mono.astype(np.int16),
+        AGENT: codes[AGENT_CH].T.numpy().astype(np.int16),  # [T, K]
+        USER: codes[USER_CH].T.numpy().astype(np.int16),
+    }
+    info = {"path": str(path), "split": meta.get("split"), "duration": meta.get("duration"), "frames": t,
+            "text_tokens_dropped": int(dropped), "dialogue_id": meta.get("dialogue_id")}
+    return arrays, info
+
+
+def tokenize_dialogues(dialogues: str | os.PathLike, codec: CodecFrames, text: MonologueText,
+                       out: str | os.PathLike, splits: tuple[str, ...] = SPLITS, codec_path: str = "",
+                       progress: bool = True) -> EpisodeStore:
+    """Create or resume the store at `out` with every dialogue of `splits`; returns the store."""
+    from tqdm import tqdm
+
+    dialogues, out = Path(dialogues), Path(out)
+    records = {TEXT: tokenizer_record(text), AGENT: tokenizer_record(codec), USER: tokenizer_record(codec)}
+    if out.exists():
+        store = EpisodeStore.open(out, mode="a")
+        have = store.attrs.get(TOKENIZED_ATTR)
+        if have != records:
+            raise ValueError(f"{out} was tokenized with {have}, not {records}: use another --out for another codec "
+                             "or text tokenizer")
+    else:
+        store = EpisodeStore.create(out, fps=codec.frame_rate, attrs={
+            TOKENIZED_ATTR: records, "dialogues": str(dialogues.resolve()), "codec": codec_path,
+            "text_pad_id": text.pad_id, "text_epad_id": text.epad_id})
+    done = {m["path"] for m in store.episode_metas()}
+    rows = []
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; splits are {SPLITS}")
+        manifest = dialogues / f"{split}.jsonl"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"no manifest {manifest} (make the dialogues with scripts/make_dialogues.py)")
+        rows += read_manifest(manifest)
+    todo = [r for r in rows if r["path"] not in done]
+    for row in tqdm(todo, desc="tokenize", disable=not progress):
+        arrays, info = dialogue_arrays(row["path"], codec, text)
+        store.append_episode(arrays, info)
+    return store
