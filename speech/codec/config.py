@@ -173,8 +173,14 @@ class CodecConfig:
     num_phones: int = 128  # classes of the semantic-distillation head (phone ids; 0 = unknown/silence)
     head: str = "seanet"  # decoder output: SEANet conv decoder, harmonic-plus-noise synthesis, or their sum
     hnr: HNRConfig = field(default_factory=HNRConfig)
+    # left padding of the frame-rate downsampling conv: "constant" (zeros) or "replicate" (the first sample,
+    # as Kyutai's Mimi `ConvDownsample1d` does); the `mimi` preset replicates, the CPU presets keep zeros
+    downsample_pad_mode: str = "constant"
 
     def __post_init__(self):
+        if self.downsample_pad_mode not in ("constant", "replicate"):
+            raise ValueError(f"CodecConfig.downsample_pad_mode must be 'constant' or 'replicate', "
+                             f"got {self.downsample_pad_mode!r}")
         if self.head not in HEADS:
             raise ValueError(f"CodecConfig.head must be one of {HEADS}, got {self.head!r}")
         if self.sample_rate < 1 or self.frame_rate <= 0:
@@ -207,8 +213,9 @@ class CodecConfig:
 
 
 def mimi() -> CodecConfig:
-    """Kyutai Mimi's published shapes (moshi `loaders._mimi_config`), 8 active codebooks = 1.1 kbps."""
-    return CodecConfig()
+    """Kyutai Mimi's published shapes (moshi `loaders._mimi_config`), 8 active codebooks = 1.1 kbps, and its
+    edge-replicating downsampling pad (see speech.codec.kyutai)."""
+    return CodecConfig(downsample_pad_mode="replicate")
 
 
 def tiny() -> CodecConfig:

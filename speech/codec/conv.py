@@ -1,9 +1,11 @@
 """Causal 1-d convolutions that can run chunk by chunk with the same result as on the whole signal.
 
-A causal conv pads `(kernel - 1) * dilation + 1 - stride` zeros on the left, so output step t sees only inputs up
-to the end of its own stride window. In streaming mode the left padding is replaced by the tail of the previous
-chunk, kept in the module's state. The transposed conv keeps the `kernel - stride` overlapping outputs of the
-previous chunk and adds them to the next one (overlap-add), then trims them on the right in one-shot mode.
+A causal conv pads `(kernel - 1) * dilation + 1 - stride` samples on the left, so output step t sees only inputs
+up to the end of its own stride window: zeros (`pad_mode="constant"`) or copies of the first sample
+(`"replicate"`, what Kyutai's Mimi uses for its frame-rate downsampling conv). In streaming mode the left padding
+is replaced by the tail of the previous chunk, kept in the module's state (the first chunk pads as one-shot does).
+The transposed conv keeps the `kernel - stride` overlapping outputs of the previous chunk and adds them to the
+next one (overlap-add), then trims them on the right in one-shot mode.
 Inputs must be a whole number of strides long; the codec guarantees this by working in whole frames.
 
 Dimension legend: B batch, C channels, T time steps.
@@ -34,8 +36,11 @@ class StreamingConv1d(StreamingModule):
     """Causal Conv1d; in streaming mode consecutive chunks give the same output as one call on their concatenation."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True):
+                 groups: int = 1, bias: bool = True, pad_mode: str = "constant"):
         super().__init__()
+        if pad_mode not in ("constant", "replicate"):
+            raise ValueError(f"pad_mode must be 'constant' or 'replicate', got {pad_mode!r}")
+        self.pad_mode = pad_mode
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation,
                               groups=groups, bias=bias)
         self.stride = stride
@@ -48,15 +53,20 @@ class StreamingConv1d(StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T // stride]
         assert x.shape[-1] % self.stride == 0, f"length {x.shape[-1]} not a multiple of stride {self.stride}"
         if self.state is None:
-            x = F.pad(x, (self.padding_total, 0))
+            x = self._pad_left(x)
         else:
             prev = self.state.previous
-            if prev is None:
-                prev = x.new_zeros(x.shape[0], x.shape[1], self.padding_total)
+            if prev is None:  # first chunk: the same padding as a one-shot call
+                prev = self._pad_left(x[..., :1])[..., : self.padding_total]
             x = torch.cat([prev, x], dim=-1)  # [B, C_in, pad + T]
             if self.padding_total:
                 self.state.previous = x[..., x.shape[-1] - self.padding_total:]
         return self.conv(x)
+
+    def _pad_left(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, pad + T]
+        if self.pad_mode == "replicate" and self.padding_total:
+            return torch.cat([x[..., :1].expand(-1, -1, self.padding_total), x], dim=-1)
+        return F.pad(x, (self.padding_total, 0))
 
 
 class StreamingConvTranspose1d(StreamingModule):

@@ -2,10 +2,17 @@
 
 The `mimi` preset has the same tensor shapes as Kyutai's release; only names differ (their convs are wrapped twice,
 `conv.conv.weight`; their codebooks live under `vq.layers.i._codebook`; their transformer layers are
-`self_attn.in_proj`, `linear1`, `layer_scale_1`). One real difference: moshi's RoPE rotates *interleaved* pairs
-(x0, x1), (x2, x3), ... whereas `multistream.transformer.rope` rotates halves (x_i, x_{i + Dh/2}); permuting the
-query and key rows of each head's in-projection makes the two identical. Our extra tensors (the phone head, the
-codebooks' `updates` counters) are not in their checkpoint and keep their fresh values. Nothing here downloads.
+`self_attn.in_proj`, `linear1`, `layer_scale_1`). Two computations differ from moshi's code, and both are matched:
+- RoPE: moshi rotates *interleaved* pairs (x0, x1), (x2, x3), ... whereas `multistream.transformer.rope` rotates
+  halves (x_i, x_{i + Dh/2}); permuting the query and key rows of each head's in-projection (done on load) makes
+  the two identical.
+- Padding of the frame-rate downsampling conv: moshi's `ConvDownsample1d` pads on the left by replicating the
+  first sample, our causal convs pad with zeros; the `mimi` preset sets `downsample_pad_mode="replicate"` so its
+  downsampling conv pads as Kyutai's does (the CPU presets keep zeros).
+Our extra tensors (the phone head, the codebooks' `updates` counters) are not in their checkpoint and keep their
+fresh values. This mapping is checked against a list of Kyutai's key names written out independently of these
+rules (tests/codec/test_kyutai.py); it has not been run against the released checkpoint file. Nothing here
+downloads.
 
 Dimension legend: H heads, Dh head dim, D model dim.
 """

@@ -77,7 +77,8 @@ class MimiCodec(StreamingModule):
         self.encoder_transformer = BottleneckTransformer(dim, tr) if tr.num_layers else None
         self.decoder_transformer = BottleneckTransformer(dim, tr) if tr.num_layers else None
         # Mimi: learnt full conv down, channel-wise (groups=dim) transposed conv up, no bias
-        self.downsample = StreamingConv1d(dim, dim, 2 * stride, stride=stride, bias=False) if stride > 1 else None
+        self.downsample = (StreamingConv1d(dim, dim, 2 * stride, stride=stride, bias=False,
+                                           pad_mode=cfg.downsample_pad_mode) if stride > 1 else None)
         self.upsample = (StreamingConvTranspose1d(dim, dim, 2 * stride, stride=stride, groups=dim, bias=False)
                          if stride > 1 else None)
         self.quantizer = SplitResidualVQ(dim, cfg.quantizer)

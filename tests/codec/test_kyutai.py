@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from multistream.transformer import StreamingTransformer, TransformerConfig
-from speech.codec.config import mimi
-from speech.codec.kyutai import interleaved_to_halves, kyutai_name, load_kyutai_mimi
+from speech.codec.config import mimi, tiny
+from speech.codec.kyutai import OUR_ONLY, interleaved_to_halves, kyutai_name, load_kyutai_mimi
 from speech.codec.model import MimiCodec
 
 
@@ -109,3 +109,86 @@ def test_load_kyutai_state_into_mimi_preset():
     del state["upsample.convtr.convtr.convtr.weight"]
     with pytest.raises(ValueError, match="missing.*upsample.convtr.weight"):
         load_kyutai_mimi(codec, state)
+
+
+def _kyutai_mimi_keys() -> dict[str, tuple[int, ...] | None]:
+    """Kyutai's Mimi checkpoint keys, written out from moshi's modules (not from our loader's rules), with the
+    shapes we know for certain (None: shape not asserted). SEANet encoder: conv 0, residual blocks at 1/4/7/10
+    (block.1 and block.3 are their convs), strided convs at 3/6/9/12, final conv 14; decoder: conv 0, transposed
+    convs at 2/5/8/11, residual blocks at 3/6/9/12, final conv 14. Transformers: 8 layers of LayerNorm + attention
+    (fused in_proj_weight) + a linear1/linear2 MLP with layer scales. Quantizer: 1 semantic + 31 acoustic
+    codebooks, each an EMA codebook with `_initialized`, `cluster_usage`, `embedding_sum`."""
+    keys: dict[str, tuple[int, ...] | None] = {}
+    for side, convs, blocks in (("encoder", (0, 3, 6, 9, 12, 14), (1, 4, 7, 10)),
+                                ("decoder", (0, 14), (3, 6, 9, 12))):
+        for i in convs:
+            keys[f"{side}.model.{i}.conv.conv.weight"] = None
+            keys[f"{side}.model.{i}.conv.conv.bias"] = None
+        for i in blocks:
+            for j in (1, 3):
+                keys[f"{side}.model.{i}.block.{j}.conv.conv.weight"] = None
+                keys[f"{side}.model.{i}.block.{j}.conv.conv.bias"] = None
+    for i in (2, 5, 8, 11):
+        keys[f"decoder.model.{i}.convtr.convtr.weight"] = None
+        keys[f"decoder.model.{i}.convtr.convtr.bias"] = None
+    keys["encoder.model.0.conv.conv.weight"] = (64, 1, 7)
+    keys["encoder.model.14.conv.conv.weight"] = (512, 1024, 3)
+    keys["decoder.model.0.conv.conv.weight"] = (1024, 512, 7)
+    keys["decoder.model.14.conv.conv.weight"] = (1, 64, 3)
+    for side in ("encoder", "decoder"):
+        for layer in range(8):
+            p = f"{side}_transformer.transformer.layers.{layer}."
+            keys[p + "self_attn.in_proj_weight"] = (1536, 512)
+            keys[p + "self_attn.out_proj.weight"] = (512, 512)
+            keys[p + "linear1.weight"] = (2048, 512)
+            keys[p + "linear2.weight"] = (512, 2048)
+            for n in ("norm1", "norm2"):
+                keys[p + f"{n}.weight"] = keys[p + f"{n}.bias"] = (512,)
+            keys[p + "layer_scale_1.scale"] = keys[p + "layer_scale_2.scale"] = (512,)
+    keys["downsample.conv.conv.conv.weight"] = (512, 512, 4)
+    keys["upsample.convtr.convtr.convtr.weight"] = (512, 1, 4)
+    for rvq, n in (("rvq_first", 1), ("rvq_rest", 31)):
+        keys[f"quantizer.{rvq}.input_proj.weight"] = (256, 512, 1)
+        keys[f"quantizer.{rvq}.output_proj.weight"] = (512, 256, 1)
+        for i in range(n):
+            p = f"quantizer.{rvq}.vq.layers.{i}._codebook."
+            keys[p + "_initialized"] = (1,)
+            keys[p + "cluster_usage"] = (2048,)
+            keys[p + "embedding_sum"] = (2048, 256)
+    return keys
+
+
+def test_loader_maps_an_independent_list_of_kyutai_names():
+    torch.manual_seed(0)
+    codec = MimiCodec(mimi())
+    own = codec.state_dict()
+    keys = _kyutai_mimi_keys()
+    assert len(keys) == len(set(keys))
+    mapped = {k: kyutai_name(k) for k in keys}
+    assert [k for k, v in mapped.items() if v is None or v not in own] == []  # every Kyutai key has a home
+    assert len(set(mapped.values())) == len(mapped)  # no two Kyutai keys land on one of ours
+    covered = set(mapped.values())
+    assert sorted(k for k in own if k not in covered and not OUR_ONLY.match(k)) == []  # and we need no other
+    for k, shape in keys.items():
+        if shape is not None and not k.endswith("_initialized"):
+            assert tuple(own[mapped[k]].shape) == shape, k
+    state = {k: (torch.ones(1) if k.endswith("_initialized") else torch.randn(own[mapped[k]].shape)) for k in keys}
+    load_kyutai_mimi(codec, state)
+
+
+def test_mimi_preset_pads_the_downsampling_conv_like_kyutai():
+    """Kyutai's ConvDownsample1d pads by replicating the first sample; zeros would change every first frame."""
+    codec = MimiCodec(mimi())
+    assert codec.cfg.downsample_pad_mode == "replicate" and codec.downsample.pad_mode == "replicate"
+    conv = codec.downsample
+    x = torch.randn(1, conv.conv.in_channels, 8) + 3.0  # far from zero, so zero padding would differ
+    ref = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (conv.padding_total, 0), mode="replicate"),
+                                     conv.conv.weight, stride=conv.stride)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), ref)
+        with conv.streaming(1):
+            chunked = torch.cat([conv(x[..., :2]), conv(x[..., 2:6]), conv(x[..., 6:])], dim=-1)
+        torch.testing.assert_close(chunked, ref)
+    assert tiny().downsample_pad_mode == "constant"
+    with pytest.raises(ValueError, match="downsample_pad_mode must be"):
+        type(tiny())(downsample_pad_mode="reflect")
