@@ -50,6 +50,11 @@ class StreamingConv1d(StreamingModule):
     def _init_streaming_state(self, batch_size: int) -> _ConvState:
         return _ConvState(batch_size)
 
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        if self.state.previous is not None:  # a fresh row's left context is zeros, as at the start
+            self.state.previous = self.state.previous.masked_fill(rows.to(self.state.previous.device)[:, None, None],
+                                                                  0.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T // stride]
         assert x.shape[-1] % self.stride == 0, f"length {x.shape[-1]} not a multiple of stride {self.stride}"
         if self.state is None:
@@ -83,6 +88,10 @@ class StreamingConvTranspose1d(StreamingModule):
 
     def _init_streaming_state(self, batch_size: int) -> _ConvTrState:
         return _ConvTrState(batch_size)
+
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        if self.state.partial is not None:  # no pending overlap for a fresh row
+            self.state.partial = self.state.partial.masked_fill(rows.to(self.state.partial.device)[:, None, None], 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T * stride]
         # bias added after the overlap-add so that overlapping outputs do not count it twice

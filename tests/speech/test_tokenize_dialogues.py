@@ -1,39 +1,15 @@
 """Dialogues -> chat episode store: round trip through the codec, resume, and refusal of another codec."""
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 
-from multistream.checkpoint import save_checkpoint
 from multistream.data import StoreBinding, StreamBinding
-from speech.codec.config import tiny as tiny_codec
-from speech.codec.model import MimiCodec
-from speech.corpus import corpus_text
-from speech.dataset import make_item, read_item, write_manifest
-from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText, chat_streams
-from speech.text import TextTokenizer
+from speech.dataset import read_item
+from speech.streams import AGENT, TEXT, USER, MonologueText, chat_streams
 from speech.tokenize import tokenize_dialogues
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("text2wave") is None,
-                                reason="needs the Debian TTS packages (scripts/setup.sh installs them)")
-
-
-@pytest.fixture(scope="module")
-def dialogues(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dialogues")
-    rows = [make_item(d, "train", i) for i in range(2)]
-    write_manifest(d / "train.jsonl", rows)
-    TextTokenizer.train(corpus_text("train", 200, 0), 64, d / "tokenizer.model")
-    return d
-
-
-def make_codec(path, seed):
-    torch.manual_seed(seed)
-    codec = MimiCodec(tiny_codec()).eval()
-    save_checkpoint(path, codec, codec.cfg)
-    return CodecFrames.load(path)
+from .conftest import make_codec
 
 
 def test_tokenize_round_trip_resume_and_refusal(dialogues, tmp_path):

@@ -1,0 +1,123 @@
+"""A streaming duplex chat session: 80 ms of user audio in, 80 ms of agent audio and the monologue text out.
+
+`ChatSession` owns the streaming codec (user audio encoder, agent audio decoder), a `Generator` over the chat
+model and the text tokenizer. Every `step(user_pcm)`:
+
+    user pcm [B, S] --codec encode--> user codes [B, K] --Generator.step--> text token [B] (this frame)
+                                                                        \\-> agent codes [B, K] (the frame the
+                                                                             acoustic delay lets out)
+    agent codes --codec decode--> agent pcm [B, S]
+
+It never waits for the user to finish: it listens while it speaks. One session holds B conversations (rows);
+`reset(rows)` ends some and starts them afresh while the others go on (per-row streaming state of the codec and
+the model), so a server steps every live conversation in one batched call. Until a row's agent audio has cleared
+its acoustic delay the row plays silence, and the placeholder frames never reach the decoder's state.
+
+Teacher forcing (replaying a recorded dialogue) goes through `step(..., force={stream: frame})`.
+
+Dimension legend: B conversations, S samples per frame (1920 at 24 kHz, 12.5 Hz), K codebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from multistream.data import check_tokenizer
+from multistream.generate import Generator, Sampling
+from multistream.lm import RQTransformer
+from multistream.streaming import rows_mask
+from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
+
+
+@dataclasses.dataclass
+class ChatStep:
+    agent_pcm: torch.Tensor  # [B, S] float in [-1, 1]: the agent's audio for this 80 ms (silence until ready)
+    text_ids: torch.Tensor  # [B] long: this frame's monologue token (PAD/EPAD included)
+    text: list[str | None]  # per row: the monologue piece of this frame; None for PAD/EPAD
+    agent_frame: torch.Tensor  # [B] long: which frame `agent_pcm` decodes (-1 = not yet, silence)
+
+
+class ChatSession:
+    """`with ChatSession(model, codec, text, batch_size=B) as chat: out = chat.step(pcm)`."""
+
+    def __init__(self, model: RQTransformer, codec: CodecFrames, text: MonologueText, batch_size: int = 1,
+                 sampling: Sampling | dict[str, Sampling] | None = None, seed: int | None = None) -> None:
+        ss = model.streams
+        for name in (TEXT, AGENT, USER):
+            if name not in ss:
+                raise ValueError(f"the chat model has no {name!r} stream (streams: {ss.names})")
+        check_tokenizer(ss[TEXT], text, model.cfg.frame_rate)
+        check_tokenizer(ss[AGENT], codec, model.cfg.frame_rate)
+        check_tokenizer(ss[USER], codec, model.cfg.frame_rate)
+        self.model, self.codec, self.text = model.eval(), codec, text
+        self.batch_size = batch_size
+        self.gen = Generator(model, batch_size=batch_size, sampling=sampling, seed=seed)
+        self._ctx = None
+        self._special = {text.pad_id, text.epad_id}
+
+    def __enter__(self) -> ChatSession:
+        self._ctx = self.codec.codec.streaming(self.batch_size)
+        self._ctx.__enter__()
+        self.gen.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.gen.__exit__(*exc)
+        assert self._ctx is not None
+        self._ctx.__exit__(*exc)
+        self._ctx = None
+
+    def reset(self, rows: torch.Tensor | Sequence[int] | None = None) -> None:
+        """End and restart conversations: all (None) or the given rows; the other rows are untouched."""
+        self.gen.reset(rows)
+        if rows is None:
+            self.codec.codec.reset_streaming()
+        else:
+            self.codec.codec.reset_streaming(rows_mask(rows, self.batch_size))
+
+    def _check_pcm(self, pcm: object) -> torch.Tensor:
+        if isinstance(pcm, np.ndarray):
+            pcm = torch.from_numpy(pcm)
+        if not isinstance(pcm, torch.Tensor):
+            raise ValueError(f"user audio must be a tensor [B, {self.codec.frame_size}], got {type(pcm).__name__}")
+        if tuple(pcm.shape) != (self.batch_size, self.codec.frame_size):
+            raise ValueError(f"user audio must be one frame per conversation [{self.batch_size}, "
+                             f"{self.codec.frame_size}] (80 ms at {self.codec.sample_rate} Hz), got {tuple(pcm.shape)}")
+        if not pcm.dtype.is_floating_point:
+            raise ValueError(f"user audio must be float samples in [-1, 1], got {pcm.dtype}")
+        if not torch.isfinite(pcm).all():
+            raise ValueError("user audio contains NaN or infinite samples")
+        return pcm.float()
+
+    @torch.no_grad()
+    def step(self, user_pcm: torch.Tensor, force: dict[str, torch.Tensor] | None = None) -> ChatStep:
+        if self._ctx is None:
+            raise RuntimeError("use ChatSession inside a `with` block")
+        pcm = self._check_pcm(user_pcm)
+        codec = self.codec.codec
+        user_codes = codec.encode(pcm[:, None, :])[:, :, 0]  # [B, K]
+        out = self.gen.step({USER: user_codes, **(force or {})})
+        assert out is not None and TEXT in out.tokens  # text has no delay: every step returns it
+        ids = out.tokens[TEXT][:, 0]
+        pieces = [None if int(i) in self._special or int(i) < 0 else self.text.tok.decode_text([int(i)])
+                  for i in ids]
+        agent_pcm = pcm.new_zeros(self.batch_size, self.codec.frame_size)
+        frame = torch.full((self.batch_size,), -1, dtype=torch.long)
+        if AGENT in out.tokens:
+            frame = out.frames[AGENT].cpu()
+            ready = frame >= 0
+            codes = out.tokens[AGENT].clamp(0, self.codec.cardinality - 1)  # placeholders in rows not ready
+            audio = codec.decode(codes[:, :, None])[:, 0]  # [B, S]
+            agent_pcm = torch.where(ready[:, None].to(audio.device), audio, torch.zeros_like(audio)).clamp(-1, 1)
+            if not bool(ready.all()):  # the placeholder frames must not stay in the decoder's state
+                for m in self._decoder_modules():
+                    m.reset_streaming(~ready)
+        return ChatStep(agent_pcm=agent_pcm, text_ids=ids, text=pieces, agent_frame=frame)
+
+    def _decoder_modules(self):
+        c = self.codec.codec
+        return [m for m in (c.upsample, c.decoder_transformer, c.decoder, getattr(c, "hnr", None)) if m is not None]

@@ -1,0 +1,111 @@
+"""The streaming chat session: per-row codec state, teacher-forced equality with the batch forward on a recorded
+dialogue, and clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from multistream.lm import RQTransformer
+from multistream.presets import tiny
+from speech.chat import ChatSession
+from speech.streams import AGENT, TEXT, USER, MonologueText, chat_streams
+from speech.tokenize import tokenize_dialogues
+
+from .conftest import make_codec
+
+
+def test_codec_row_reset_leaves_other_rows_bit_identical(tmp_path):
+    codec = make_codec(tmp_path / "codec").codec
+    s = codec.frame_size
+    x = torch.randn(3, 10, s) * 0.1
+    fresh = torch.randn(1, 5, s) * 0.1
+    with torch.no_grad():
+        with codec.streaming(3):
+            ref = []
+            for i in range(10):
+                c = codec.encode(x[:, i, None])
+                ref.append((c, codec.decode(c)))
+        with codec.streaming(3):
+            got = []
+            for i in range(10):
+                xi = x[:, i, None].clone()
+                if i == 5:
+                    codec.reset_streaming([1])
+                if i >= 5:
+                    xi[1] = fresh[:, i - 5]
+                c = codec.encode(xi)
+                got.append((c, codec.decode(c)))
+        with codec.streaming(1):
+            alone = []
+            for i in range(5):
+                c = codec.encode(fresh[:, i, None])
+                alone.append((c, codec.decode(c)))
+    for (ce, de), (ge, gd) in zip(ref, got, strict=True):
+        assert torch.equal(ge[[0, 2]], ce[[0, 2]]) and torch.equal(gd[[0, 2]], de[[0, 2]])
+    for i in range(5):  # the reset row behaves like a fresh stream
+        assert torch.equal(got[5 + i][0][1], alone[i][0][0])
+        torch.testing.assert_close(got[5 + i][1][1], alone[i][1][0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def chat_setup(dialogues, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chat")
+    codec = make_codec(tmp / "codec")
+    text = MonologueText(dialogues / "tokenizer.model")
+    store = tokenize_dialogues(dialogues, codec, text, tmp / "chat.zarr", ("train",), progress=False)
+    streams = chat_streams(codec, text)
+    torch.manual_seed(0)
+    model = RQTransformer(tiny(streams)).eval()
+    return codec, text, store, model
+
+
+def test_streaming_session_equals_batch_forward_teacher_forced(chat_setup):
+    codec, text, store, model = chat_setup
+    from speech.dataset import read_item
+
+    meta = store.episode_meta(0)
+    audio, _, _ = read_item(meta["path"])
+    t = min(meta["frames"], 40)
+    ep = store.episode(0)
+    batch = {TEXT: torch.from_numpy(ep[TEXT][:t].astype(np.int64))[None, None],
+             AGENT: torch.from_numpy(ep[AGENT][:t].T.astype(np.int64))[None],
+             USER: torch.from_numpy(ep[USER][:t].T.astype(np.int64))[None]}
+    with torch.no_grad():
+        full = model(batch).logits
+    s = codec.frame_size
+    user = np.zeros(t * s, dtype=np.float32)
+    n = min(len(user), audio.shape[1])
+    user[:n] = audio[1, :n]
+    got = {TEXT: [], AGENT: []}
+    with ChatSession(model, codec, text) as chat:
+        for i in range(t):
+            out = chat.step(torch.from_numpy(user[i * s : (i + 1) * s])[None],
+                            force={TEXT: batch[TEXT][:, :, i], AGENT: batch[AGENT][:, :, i]})
+            for k in got:
+                got[k].append(chat.gen.last_logits[k])
+            assert out.agent_pcm.shape == (1, s)
+            if i == 0:
+                assert out.agent_frame.tolist() == [-1] and out.agent_pcm.abs().max() == 0  # delay: silence
+            else:
+                assert out.agent_frame.tolist() == [i - 1]
+    for k in got:  # the session's own streaming user encoding reproduces the stored user codes
+        torch.testing.assert_close(torch.stack(got[k], dim=2), full[k], atol=1e-4, rtol=1e-4)
+
+
+def test_session_errors(chat_setup):
+    codec, text, store, model = chat_setup
+    with ChatSession(model, codec, text, batch_size=2) as chat:
+        with pytest.raises(ValueError, match=r"one frame per conversation \[2, 1920\]"):
+            chat.step(torch.zeros(1, 1920))
+        with pytest.raises(ValueError, match="float samples"):
+            chat.step(torch.zeros(2, 1920, dtype=torch.int16))
+        with pytest.raises(ValueError, match="NaN"):
+            chat.step(torch.full((2, 1920), float("nan")))
+        out = chat.step(np.zeros((2, 1920), dtype=np.float32))
+        assert out.text_ids.shape == (2,)
+        chat.reset([0])
+        chat.step(torch.zeros(2, 1920))
+    with pytest.raises(RuntimeError, match="inside a `with` block"):
+        ChatSession(model, codec, text).step(torch.zeros(1, 1920))
+    other = chat_streams(codec, text, acoustic_delay=1)
+    assert other == model.streams
