@@ -182,3 +182,26 @@ def test_save_checkpoint_refuses_unsupported_extra(tmp_path):
     with pytest.raises(TypeError, match="object"):
         save_checkpoint(tmp_path / "ck", model, {"a": 1}, extra={"o": object()})
     assert not (tmp_path / "ck").exists()
+
+
+def test_corrupt_checkpoint_files_are_named(tmp_path):
+    from multistream.checkpoint import load_weights, read_config
+    from speech.codec.model import load_codec
+
+    model = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "ck", model, {"a": 1}, extra={"step": 1})
+    w = tmp_path / "ck" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:20])  # truncated
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors file.*truncated"):
+        load_weights(tmp_path / "ck", model)
+    (tmp_path / "ck" / "config.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=r"ck/config\.json is not valid JSON"):
+        read_config(tmp_path / "ck")
+    with pytest.raises(ValueError, match=r"ck/config\.json is not valid JSON"):
+        load_codec(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        read_config(tmp_path / "ck")
+    (tmp_path / "ck" / "trainer_state.json").write_text('{"step": {"__tensor__": "nope"}}')
+    with pytest.raises(ValueError, match="refers to tensor 'nope'"):
+        load_trainer_state(tmp_path / "ck")
