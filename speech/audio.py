@@ -53,6 +53,8 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE)
         raise ValueError(f"audio must be floating point in [-1, 1], got dtype {audio.dtype}")
     if sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"audio for {str(path)!r} holds NaN or infinite samples; refusing to write them as noise")
     pcm = np.clip(np.round(audio * (_PCM16_SCALE - 1)), -32768, 32767).astype("<i2").T  # [N, C]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

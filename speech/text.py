@@ -9,6 +9,7 @@ implements the engine's Tokenizer protocol for the text stream: `encode` turns w
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,15 +32,20 @@ class TextTokenizer:
     """Sentencepiece text tokenizer with PAD/EPAD, and the text stream's Tokenizer (frames of 1 codebook)."""
 
     def __init__(self, model: str | os.PathLike | bytes, frame_rate: float = FRAME_RATE):
-        if frame_rate <= 0:
-            raise ValueError(f"frame_rate must be positive, got {frame_rate}")
+        if not (math.isfinite(frame_rate) and frame_rate > 0):
+            raise ValueError(f"frame_rate must be a finite number > 0, got {frame_rate}")
         self.sp = spm.SentencePieceProcessor()
-        if isinstance(model, bytes):
-            self.sp.LoadFromSerializedProto(model)
-        else:
-            if not Path(model).is_file():
-                raise ValueError(f"no sentencepiece model at {str(model)!r}")
-            self.sp.Load(str(model))
+        where = "the given bytes" if isinstance(model, bytes) else repr(str(model))
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise ValueError(f"no sentencepiece model at {where}")
+        try:
+            if isinstance(model, bytes):
+                self.sp.LoadFromSerializedProto(model)
+            else:
+                self.sp.Load(str(model))
+        except (RuntimeError, OSError) as e:
+            raise ValueError(f"{where} is not a sentencepiece model ({e}); retrain it with TextTokenizer.train "
+                             "(scripts/make_dialogues.py writes tokenizer.model)") from e
         self._frame_rate = float(frame_rate)
         self._epad = self.sp.piece_to_id(EPAD_PIECE)
         if self.sp.pad_id() < 0 or self._epad == self.sp.unk_id():

@@ -88,3 +88,16 @@ def test_truncated_wav_is_not_a_finished_item(tmp_path):
     with pytest.raises(ValueError, match="is not a readable wav file"):
         read_wav(wav)
     assert finished_item(wav) is None
+
+
+def test_speech_files_errors_name_the_file(tmp_path):
+    from speech.text import TextTokenizer
+
+    (tmp_path / "bad.model").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"bad\.model' is not a sentencepiece model"):
+        TextTokenizer(tmp_path / "bad.model")
+    with pytest.raises(ValueError, match="frame_rate must be a finite number > 0"):
+        TextTokenizer(tmp_path / "bad.model", frame_rate=float("nan"))
+    with pytest.raises(ValueError, match=r"x\.wav' holds NaN"):
+        write_wav(tmp_path / "x.wav", np.full((1, 10), np.nan, np.float32))
+    assert not (tmp_path / "x.wav").exists()
