@@ -87,10 +87,12 @@ def run(args: argparse.Namespace) -> None:
     model = RQTransformer(lm_cfg)
     print(f"policy: {model.num_parameters() / 1e6:.2f} M parameters; {len(train_eps)} train / {len(val_eps)} held-out "
           f"episodes; window {window} frames")
-    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=min(100, args.steps),
+    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100,
                      weight_decay=0.0, ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
                      autocast=args.bf16)
-    trainer = Trainer(model, lm_cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device)
+    # a resume must draw the same batches: the Trainer refuses a different batch size (the seed is in tc)
+    trainer = Trainer(model, lm_cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
+                      run_info={"batch": args.batch})
     trainer.fit()
 
     model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
