@@ -21,11 +21,15 @@ Dimension legend: B conversations, S samples per frame (1920 at 24 kHz, 12.5 Hz)
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from multistream.atomic import atomic_write_bytes, atomic_write_json
 from multistream.data import check_tokenizer
 from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
@@ -121,3 +125,52 @@ class ChatSession:
     def _decoder_modules(self):
         c = self.codec.codec
         return [m for m in (c.upsample, c.decoder_transformer, c.decoder, getattr(c, "hnr", None)) if m is not None]
+
+
+# ---- chat checkpoints ----------------------------------------------------------------------------------------------
+CHAT_FILE = "chat.json"  # beside config.json + model.safetensors: which codec and text tokenizer the model speaks
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def save_chat_files(ckpt: str | os.PathLike, codec_dir: str | os.PathLike, tokenizer: str | os.PathLike) -> None:
+    """Record the codec (by path, relative to the checkpoint when possible, and fingerprint) and copy the text
+    tokenizer into a chat checkpoint directory."""
+    ckpt, codec_dir = Path(ckpt), Path(codec_dir)
+    codec = CodecFrames.load(codec_dir)
+    text = MonologueText(tokenizer)
+    atomic_write_bytes(ckpt / TOKENIZER_FILE, Path(tokenizer).read_bytes())
+    try:
+        rel = os.path.relpath(codec_dir.resolve(), ckpt.resolve())
+    except ValueError:  # another drive
+        rel = str(codec_dir.resolve())
+    atomic_write_json(ckpt / CHAT_FILE, {"codec": rel, "codec_fingerprint": codec.fingerprint,
+                                         "text_fingerprint": text.fingerprint}, indent=2)
+
+
+def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTransformer, CodecFrames, MonologueText]:
+    """A chat checkpoint -> (model, codec, text tokenizer), checking that the codec and tokenizer are the ones the
+    model was trained with."""
+    from multistream.checkpoint import config_from_dict, load_weights, read_config
+    from multistream.lm import LMConfig
+
+    ckpt = Path(ckpt)
+    f = ckpt / CHAT_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{ckpt} is not a chat checkpoint: {CHAT_FILE} is missing")
+    try:
+        info = json.loads(f.read_text())
+        codec_dir = Path(info["codec"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{f} is malformed ({e}); remake the checkpoint") from e
+    codec_dir = codec_dir if codec_dir.is_absolute() else (ckpt / codec_dir)
+    if not (codec_dir / "config.json").is_file():
+        raise FileNotFoundError(f"the codec of {ckpt} is not at {codec_dir} (named in {f})")
+    codec = CodecFrames.load(codec_dir, map_location=map_location)
+    text = MonologueText(ckpt / TOKENIZER_FILE)
+    for what, have, want in (("codec", codec.fingerprint, info.get("codec_fingerprint")),
+                             ("text tokenizer", text.fingerprint, info.get("text_fingerprint"))):
+        if have != want:
+            raise ValueError(f"{ckpt} was trained with {what} {want}, but {have} was found; use the matching one")
+    model = RQTransformer(config_from_dict(LMConfig, read_config(ckpt)))
+    load_weights(ckpt, model, map_location=map_location)
+    return model.eval(), codec, text

@@ -109,3 +109,58 @@ def test_session_errors(chat_setup):
         ChatSession(model, codec, text).step(torch.zeros(1, 1920))
     other = chat_streams(codec, text, acoustic_delay=1)
     assert other == model.streams
+
+
+@pytest.fixture(scope="module")
+def chat_ckpt(chat_setup, dialogues, tmp_path_factory):
+    from multistream.checkpoint import save_checkpoint
+    from speech.chat import save_chat_files
+
+    codec, text, store, model = chat_setup
+    d = tmp_path_factory.mktemp("ckpt")
+    codec_dir = d / "codec"
+    make_codec(codec_dir)
+    save_checkpoint(d / "chat", model, model.cfg)
+    save_chat_files(d / "chat", codec_dir, dialogues / "tokenizer.model")
+    return d / "chat"
+
+
+def run_chat(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, str(root / "scripts" / "chat.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=root, timeout=300)
+
+
+def test_chat_script_writes_reply_and_refuses_bad_input(chat_ckpt, dialogues, tmp_path):
+    from speech.audio import read_wav, write_wav
+    from speech.dataset import read_item
+
+    audio, sr, _ = read_item(sorted((dialogues / "train").glob("*.wav"))[0])
+    q = tmp_path / "q.wav"
+    write_wav(q, audio[1, : 2 * sr], sr)
+    r = run_chat("--ckpt", chat_ckpt, "--in", q, "--out", tmp_path / "reply.wav", "--tail", 1.0)
+    assert r.returncode == 0, r.stderr
+    out, osr = read_wav(tmp_path / "reply.wav")
+    assert osr == 24000 and out.shape[0] == 2 and out.shape[1] >= 3 * 24000 - 1920
+    assert (tmp_path / "reply.json").is_file() and (tmp_path / "reply.png").stat().st_size > 1000
+    bad = {
+        "16k.wav": (audio[1, :16000], 16000, "sampled at 16000 Hz; the codec takes 24000 Hz"),
+        "stereo.wav": (audio[:, :24000], 24000, "has 2 channels; give the user's voice as mono"),
+        "empty.wav": (np.zeros(0, dtype=np.float32), 24000, "is empty"),
+    }
+    for name, (x, rate, msg) in bad.items():
+        write_wav(tmp_path / name, x, rate)
+        r = run_chat("--ckpt", chat_ckpt, "--in", tmp_path / name, "--out", tmp_path / "x.wav")
+        assert r.returncode != 0 and msg in r.stderr, (name, r.stderr)
+    (tmp_path / "notes.txt").write_text("hello")
+    r = run_chat("--ckpt", chat_ckpt, "--in", tmp_path / "notes.txt")
+    assert r.returncode != 0 and "expected a .wav file" in r.stderr
+    (tmp_path / "fake.wav").write_text("not a wav")
+    r = run_chat("--ckpt", chat_ckpt, "--in", tmp_path / "fake.wav")
+    assert r.returncode != 0 and "not a readable wav file" in r.stderr
+    r = run_chat("--ckpt", tmp_path, "--in", q)
+    assert r.returncode != 0 and "is not a chat checkpoint" in r.stderr
