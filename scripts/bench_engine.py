@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from multistream.cli import nonneg_int, output_file, positive_int
 from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
 from multistream.loss import lm_loss
@@ -107,17 +108,18 @@ def variant(model: RQTransformer, label: str) -> RQTransformer:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
-    ap.add_argument("--steps", type=int, default=100, help="timed Generator steps")
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--context-frame", type=int, default=2000,
+    ap.add_argument("--steps", type=positive_int, default=100, help="timed Generator steps")
+    ap.add_argument("--warmup", type=nonneg_int, default=10)
+    ap.add_argument("--context-frame", type=nonneg_int, default=2000,
                     help="frame at which the long-conversation step time is measured (0 = skip)")
-    ap.add_argument("--context-steps", type=int, default=50, help="timed steps around frame 10 and the late frame")
-    ap.add_argument("--train-steps", type=int, default=5)
-    ap.add_argument("--train-batch", type=int, default=4)
-    ap.add_argument("--train-frames", type=int, default=64)
+    ap.add_argument("--context-steps", type=positive_int, default=50,
+                    help="timed steps around frame 10 and the late frame")
+    ap.add_argument("--train-steps", type=positive_int, default=5)
+    ap.add_argument("--train-batch", type=positive_int, default=4)
+    ap.add_argument("--train-frames", type=positive_int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--out", default="runs/bench_engine.json")
+    ap.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--out", type=output_file, default="runs/bench_engine.json")
     args = ap.parse_args()
     for name in ("steps", "train_steps", "train_batch", "train_frames", "context_steps"):
         if getattr(args, name) < 1:
