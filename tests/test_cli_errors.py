@@ -61,6 +61,8 @@ def test_scripts_refuse_bad_numbers_at_parse_time(tmp_path):
         ("eval_experts.py", ["--out", str(tmp_path)], "is a directory"),
         ("render_episode.py", ["--out", str(tmp_path / "x"), "--fps", "0"], "got '0'"),
         ("bench_envs.py", ["--steps", "0"], "got 0"),
+        ("bench_engine.py", ["--steps", "0"], "got 0"),
+        ("bench_engine.py", ["--train-batch", "-1"], "got -1"),
         ("bench_codec.py", ["--frames", "0"], "got 0"),
         ("collect_demos.py", ["--task", "touch", "--episodes", "0", "--out", "x"], "got 0"),
         ("collect_demos.py", ["--task", "touch", "--episodes", "1", "--out", "x", "--perturb-prob", "2"], "'2'"),
