@@ -8,7 +8,9 @@ metadata holds the seed, the instruction text and its split, the canonical targe
 
 Resuming: episode i is rolled out from seed `seed + k` for increasing k; the store's episode metadata records the
 seeds done, so a rerun after a crash or kill continues after the largest recorded seed until `episodes` are stored.
-By default only successful episodes are kept (a seed whose expert fails is skipped deterministically).
+By default only successful episodes are kept (a seed whose expert fails is skipped deterministically); an episode
+with a NaN or infinite value (a simulation that blew up) is never stored (the store refuses it), it is skipped and
+counted in the summary.
 
 Workers are *spawned*, not forked: a forked child inherits the parent's GL context (if it rendered) and hangs.
 Scripts that call `collect` with workers > 1 therefore need an `if __name__ == "__main__":` guard.
@@ -116,7 +118,10 @@ def _rollout(seed: int) -> tuple[int, dict[str, np.ndarray] | None, dict[str, An
     result = run_episode(env, expert, seed)
     meta = {**episode_meta(result, seed), "noise_std": cfg.noise_std, "perturb_prob": cfg.perturb_prob}
     keep = result["success"] or cfg.keep_failures
-    return seed, (episode_arrays(result) if keep else None), meta
+    arrays = episode_arrays(result) if keep else None
+    if arrays is not None and not all(np.isfinite(v).all() for v in arrays.values() if v.dtype.kind == "f"):
+        arrays, meta["nonfinite"] = None, True  # a blown-up simulation: skipped like a failure, never stored
+    return seed, arrays, meta
 
 
 def _seed_batches(start: int, batch: int) -> Iterator[list[int]]:
@@ -148,7 +153,7 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
     else:
         store = EpisodeStore.create(out, fps=EnvConfig().frame_rate, attrs=attrs)
         next_seed = cfg.seed
-    attempted = failed = 0
+    attempted = failed = nonfinite = 0
     need = cfg.episodes - store.num_episodes
     if need <= 0:  # already complete: a rerun changes nothing
         return {"out": str(out), "episodes": store.num_episodes, "steps": store.num_steps,
@@ -167,6 +172,7 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
             for _seed, arrays, meta in results:
                 attempted += 1
                 failed += not meta["success"]
+                nonfinite += bool(meta.get("nonfinite"))
                 if arrays is not None:
                     store.append_episode(arrays, meta)
                     bar.update(1)
@@ -187,4 +193,5 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
         "steps": store.num_steps,
         "attempted_this_run": attempted,
         "failed_this_run": failed,
+        "nonfinite_this_run": nonfinite,
     }

@@ -53,5 +53,28 @@ def test_script_reports_bad_noise_without_traceback(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "collect_demos.py"), "--task", "touch", "--episodes",
                         "1", "--out", str(tmp_path / "s.zarr"), "--noise-std", "nan"],
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and "noise_std must be a finite number >= 0, got nan" in p.stderr
+    assert p.returncode == 2 and "--noise-std: must be a finite number >= 0, got 'nan'" in p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "s.zarr").exists()
+
+
+def test_an_episode_with_nan_is_skipped_not_stored(tmp_path, monkeypatch):
+    import numpy as np
+
+    import robot.demos as demos
+
+    real = demos.episode_arrays
+    calls = {"n": 0}
+
+    def blows_up_once(result):
+        arrays = real(result)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            arrays["observation.state"] = arrays["observation.state"].copy()
+            arrays["observation.state"][1, 0] = np.nan
+        return arrays
+
+    monkeypatch.setattr(demos, "episode_arrays", blows_up_once)
+    summary = _collect(tmp_path / "s.zarr")
+    assert summary["episodes"] == 2 and summary["nonfinite_this_run"] == 1
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    assert all(np.isfinite(v).all() for v in store.stats["observation.state"].values())
