@@ -297,12 +297,7 @@ class EpisodeStore:
         for k in keys:
             if k not in self._data:
                 raise ValueError(f"unknown key {k!r}; store has {self.keys}")
-        out = {}
-        for k in keys:
-            arr = self._data[k]
-            self._check_chunks(k, arr, a, b)
-            out[k] = self._read(arr, f"{DATA_GROUP}/{k}", slice(a, b))
-        return out
+        return {k: self.read_rows(k, a, b) for k in keys}
 
     def episode_meta(self, i: int) -> dict:
         i = self._check_index(i)
@@ -320,6 +315,14 @@ class EpisodeStore:
         except json.JSONDecodeError as e:
             raise ValueError(f"episode store {self.path}: an entry of {META_GROUP}/{EPISODE_META} is not JSON "
                              f"({e}); restore the store from a copy") from e
+
+    def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of data/key, checked: a chunk missing on disk or a corrupt one is a ValueError."""
+        if key not in self._data:
+            raise ValueError(f"unknown key {key!r}; store has {self.keys}")
+        arr = self._data[key]
+        self._check_chunks(key, arr, start, stop)
+        return self._read(arr, f"{DATA_GROUP}/{key}", slice(start, stop))
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of `key` (may be longer than `num_steps` after a crash; slice with episode_ends)."""
@@ -511,7 +514,7 @@ class WindowDataset(Dataset):
             arrays = {k: v[s:stop] for k, v in self._cache[e].items()}
         else:
             a, _ = self.store.episode_bounds(e)
-            arrays = {k: self.store.array(k)[a + s : a + stop] for k in self.keys}
+            arrays = {k: self.store.read_rows(k, a + s, a + stop) for k in self.keys}
         n_real = stop - s
         out: dict[str, torch.Tensor] = {}
         for k, v in arrays.items():

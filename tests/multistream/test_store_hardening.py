@@ -103,3 +103,13 @@ def test_nan_episode_is_refused_and_stats_stay_finite(tmp_path):
     assert np.isfinite(s.stats["a"]["mean"]).all()
     raw = json.loads((tmp_path / "s.zarr" / "zarr.json").read_text())
     assert "NaN" not in json.dumps(raw)
+
+
+def test_streamed_windows_also_detect_a_missing_chunk(tmp_path):
+    from multistream.store import WindowDataset
+
+    _store(tmp_path / "s.zarr")
+    (tmp_path / "s.zarr" / "data" / "a" / "c" / "0" / "0").unlink()
+    ds = WindowDataset(EpisodeStore.open(tmp_path / "s.zarr"), ["a"], window=2, in_memory=False)
+    with pytest.raises(ValueError, match="chunk 0 of data/a"):
+        ds[0]
