@@ -1,14 +1,17 @@
-"""One arm of a short, controlled loss comparison for the codec: the same start, data, seed and step count, only the
-reconstruction losses differ. Run one process per arm, then score each `OUT/checkpoint` with scripts/eval_codec.py.
+"""Start a codec run from given weights with chosen reconstruction losses: one arm of a controlled loss comparison
+(same start, data, seed and steps; only the losses differ), or the first phase of a long fine-tuning run.
 
 usage: python scripts/compare_codec_losses.py --out runs/codec_cmp/mel --data data/codec_cmp/train.npz
-           [--init checkpoints/codec_tiny | --preset tiny] [--steps 600] [--stft-weight 0] [--phase-weight 0]
-           [--wave-weight 0] [--mel-weight 1] [--lr 3e-4] [--threads 1]
+           [--init checkpoints/codec_tiny | --init '' --preset tiny] [--steps 300] [--minutes M]
+           [--stft-weight 0] [--phase-weight 0] [--wave-weight 0] [--mel-weight 1] [--lr 3e-4] [--threads 1]
 
-Trains on the engine Trainer (speech.codec.train.make_trainer), so it writes what scripts/train_codec.py writes:
-OUT/checkpoint (config.json with the arm's LossConfig, model.safetensors, trainer state, phones.json; a killed arm
-resumes from it when rerun), OUT/metrics.jsonl, OUT/loss.png, plus OUT/summary.json (mean losses of the first and
-last 50 steps, seconds per step).
+Runs on the engine's Trainer (speech.codec.train.make_trainer), so OUT is an ordinary codec run directory
+(`checkpoint/` with config.json holding this arm's LossConfig, metrics.jsonl, loss.png, phones.json); continue it
+exactly, with a new --minutes budget, with
+    python scripts/train_codec.py --data DATA --out OUT --resume --steps STEPS --lr LR --warmup-steps 50 \\
+        --batch-size B --segment-frames F --threads 1 [--minutes M]
+(the same --lr, --batch-size, --segment-frames as here; --steps may grow). Also writes OUT/summary.json (mean
+metrics of the first and last 50 logged steps). Score the result with scripts/eval_codec.py --ckpt OUT/checkpoint.
 """
 
 import argparse
@@ -20,38 +23,44 @@ import numpy as np
 import torch
 
 from multistream.checkpoint import config_from_dict, load_weights, read_config
-from multistream.trainer import METRICS_FILE, read_metrics
+from multistream.trainer import CHECKPOINT_DIR, METRICS_FILE
 from speech.codec.config import CodecConfig, preset
 from speech.codec.data import ClipDataset, PhoneVocab, load_clip_cache
 from speech.codec.model import MimiCodec
 from speech.codec.train import make_trainer
+
+PHONES = "phones.json"
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--out", required=True)
 p.add_argument("--data", default="data/codec_cmp/train.npz")
 p.add_argument("--init", default="checkpoints/codec_tiny", help="start from these weights ('' = --preset, fresh)")
 p.add_argument("--preset", default="tiny")
-p.add_argument("--steps", type=int, default=600)
+p.add_argument("--steps", type=int, default=300)
+p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; checkpoint and stop when spent")
 p.add_argument("--batch-size", type=int, default=8)
 p.add_argument("--segment-frames", type=int, default=12)
 p.add_argument("--lr", type=float, default=3e-4)
+p.add_argument("--warmup-steps", type=int, default=50)
 p.add_argument("--mel-weight", type=float, default=1.0)
 p.add_argument("--stft-weight", type=float, default=0.0)
 p.add_argument("--phase-weight", type=float, default=0.0)
 p.add_argument("--wave-weight", type=float, default=0.0)
+p.add_argument("--ckpt-every", type=int, default=100)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
 if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 1:
-    p.error(f"--steps, --batch-size and --segment-frames must be >= 1, got {args.steps}, {args.batch_size}, "
-            f"{args.segment_frames}")
+    raise SystemExit(f"--steps/--batch-size/--segment-frames must be >= 1, got {args.steps}, {args.batch_size}, "
+                     f"{args.segment_frames}")
 
 torch.set_num_threads(args.threads)
 out = Path(args.out)
-out.mkdir(parents=True, exist_ok=True)
+if (out / CHECKPOINT_DIR).exists():
+    raise SystemExit(f"{out} already holds a run; continue it with scripts/train_codec.py --resume (see -h)")
 if args.init:
     cfg = config_from_dict(CodecConfig, read_config(args.init))
-    vocab = PhoneVocab.load(Path(args.init) / "phones.json")
+    vocab = PhoneVocab.load(Path(args.init) / PHONES)
 else:
     cfg = preset(args.preset)
     vocab = None
@@ -61,29 +70,30 @@ cfg.loss.__post_init__()  # validate the overrides
 cache = load_clip_cache(args.data)
 if vocab is None:
     vocab = PhoneVocab.from_labels(cache.labels, cfg.num_phones)
-vocab.save(out / "phones.json")
+out.mkdir(parents=True, exist_ok=True)
+vocab.save(out / PHONES)
 torch.manual_seed(args.seed)
 codec = MimiCodec(cfg)
 if args.init:
     load_weights(args.init, codec)
 trainer = make_trainer(codec, ClipDataset(cache, vocab, args.segment_frames), out, args.steps, args.batch_size,
-                       lr=args.lr, seed=args.seed, ckpt_every=50, files={"phones.json": out / "phones.json"})
+                       lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed, ckpt_every=args.ckpt_every,
+                       max_minutes=args.minutes, files={PHONES: out / PHONES})
 print(f"arm {out.name}: init={args.init or args.preset}, {len(cache)} clips ({cache.duration_s / 60:.1f} min), "
       f"loss {cfg.loss}")
-t0, step0 = time.time(), trainer.step
+t0 = time.time()
 trainer.fit()
-sec_per_step = (time.time() - t0) / max(trainer.step - step0, 1)
-rows = read_metrics(out / METRICS_FILE)
+rows = [json.loads(ln) for ln in (out / METRICS_FILE).read_text().splitlines() if ln.strip()]
 
 
 def avg(part, key):
-    v = [r[key] for r in part if isinstance(r.get(key), int | float) and np.isfinite(r[key])]
+    v = [r[key] for r in part if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
     return float(np.mean(v)) if v else None
 
 
-keys = [k for k in rows[-1] if k not in ("step", "lr", "tokens_per_s", "replaced")]
-summary = {"arm": out.name, "init": args.init or args.preset, "steps": args.steps, "loss": vars(args),
+keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float))} - {"step"})
+summary = {"arm": out.name, "init": args.init or args.preset, "steps": trainer.step, "args": vars(args),
            "first50": {k: avg(rows[:50], k) for k in keys}, "last50": {k: avg(rows[-50:], k) for k in keys},
-           "sec_per_step": sec_per_step, "wall_s": time.time() - t0}
+           "wall_s": time.time() - t0}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
-print(json.dumps(summary["last50"]), f"{summary['sec_per_step']:.2f} s/step")
+print(json.dumps(summary["last50"]))
