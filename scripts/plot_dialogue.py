@@ -33,7 +33,10 @@ def main() -> None:
     p.add_argument("--end", type=positive_float, default=None, help="window end (s); default start + 12")
     p.add_argument("--tokenizer", type=Path, default=None, help="default: tokenizer.model in the dataset folder")
     args = p.parse_args()
-    audio, sr, meta = read_item(args.wav)
+    try:
+        audio, sr, meta = read_item(args.wav)
+    except ValueError as e:
+        p.error(str(e))
     tok_path = args.tokenizer or args.wav.resolve().parent.parent / "tokenizer.model"
     if not tok_path.is_file():
         p.error(f"no tokenizer at {tok_path} (pass --tokenizer)")

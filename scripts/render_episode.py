@@ -46,10 +46,15 @@ replay = None
 if args.store:
     from multistream.store import EpisodeStore
 
-    store = EpisodeStore.open(args.store)
-    meta = store.episode_meta(args.episode)
-    task, seed = store.attrs["task"], meta["seed"]
-    replay = store.episode(args.episode)
+    try:
+        store = EpisodeStore.open(args.store)
+        if "task" not in store.attrs:
+            raise ValueError(f"{args.store} is not a demo store (no 'task' attr); make one with collect_demos.py")
+        meta = store.episode_meta(args.episode)
+        task, seed = store.attrs["task"], meta["seed"]
+        replay = store.episode(args.episode)
+    except (ValueError, FileNotFoundError, IndexError, KeyError) as e:
+        p.error(str(e))
     size = replay[F.IMAGE_FRONT].shape[1:3] if F.IMAGE_FRONT in replay else (64, 64)
 else:
     task, seed, size = args.task, args.seed, (64, 64)

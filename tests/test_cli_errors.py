@@ -67,6 +67,8 @@ def test_scripts_refuse_bad_numbers_at_parse_time(tmp_path):
         ("collect_demos.py", ["--task", "touch", "--episodes", "0", "--out", "x"], "got 0"),
         ("collect_demos.py", ["--task", "touch", "--episodes", "1", "--out", "x", "--perturb-prob", "2"], "'2'"),
         ("plot_dialogue.py", ["x.wav", "--start", "-1"], "got '-1'"),
+        ("plot_dialogue.py", [str(tmp_path / "none.wav")], "no such wav file"),
+        ("render_episode.py", ["--store", str(tmp_path), "--out", str(tmp_path / "r")], "is not an episode store"),
     ]
     specs = ["|||".join([str(ROOT / "scripts" / s), *argv]) for s, argv, _ in cases]
     p = subprocess.run([sys.executable, "-c", HELP_RUNNER, *specs], capture_output=True, text=True, timeout=300,
