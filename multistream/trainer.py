@@ -248,6 +248,8 @@ class Trainer:
             dist.barrier()
         if not (ck / "config.json").is_file():
             torch.manual_seed(self.cfg.seed + self.rank)
+            if self.is_main:  # rows of a run killed before its first checkpoint: that run restarts from step 0
+                self._truncate_metrics(0)
             return
         st = load_trainer_state(ck)
         if st is None:
@@ -351,6 +353,10 @@ class Trainer:
                 for k, v in lo.metrics.items():
                     other[k] = other.get(k, 0.0) + float(v) / cfg.grad_accum
                 tok_acc += lo.tokens
+            if not math.isfinite(total):  # stop before the optimizer step: the weights and checkpoints stay sound
+                raise ValueError(f"the loss is {total} at step {self.step + 1}: training diverged. The last "
+                                 f"checkpoint in {self.out / CHECKPOINT_DIR} is intact; resume from it with a lower "
+                                 "lr (in a new output directory) or check the data for NaN")
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)

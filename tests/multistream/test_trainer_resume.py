@@ -205,3 +205,28 @@ def test_corrupt_checkpoint_files_are_named(tmp_path):
     (tmp_path / "ck" / "trainer_state.json").write_text('{"step": {"__tensor__": "nope"}}')
     with pytest.raises(ValueError, match="refers to tensor 'nope'"):
         load_trainer_state(tmp_path / "ck")
+
+
+def test_diverged_loss_stops_before_the_update(tmp_path):
+    t = _trainer(tmp_path / "run", 4)
+    real = t.loss_fn
+
+    def nan_at_step_3(m, b):
+        lo = real(m, b)
+        if t.step == 2:
+            lo.total = lo.total * float("nan")
+        return lo
+
+    t.loss_fn = nan_at_step_3
+    with pytest.raises(ValueError, match="the loss is nan at step 3: training diverged"):
+        t.fit()
+    assert t.step == 2  # no update was applied with the NaN gradients
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values() if v.is_floating_point())
+
+
+def test_fresh_start_drops_rows_of_a_run_killed_before_its_first_checkpoint(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / METRICS_FILE).write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
+    _trainer(tmp_path / "run", 3).fit()
+    rows = read_metrics(tmp_path / "run" / METRICS_FILE)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[0]["loss"] != 9.0
