@@ -138,6 +138,10 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
 
     out = Path(out)
     attrs = {"task": cfg.task, "env_id": envs.TASK_IDS[cfg.task], "collect": dataclasses.asdict(cfg)}
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory for the zarr store")
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty directory (e.g. made by the caller): the store is created in its place
     if out.exists():
         store = EpisodeStore.open(out, mode="a")
         if store.attrs.get("task") != cfg.task:

@@ -78,3 +78,16 @@ def test_an_episode_with_nan_is_skipped_not_stored(tmp_path, monkeypatch):
     assert summary["episodes"] == 2 and summary["nonfinite_this_run"] == 1
     store = EpisodeStore.open(tmp_path / "s.zarr")
     assert all(np.isfinite(v).all() for v in store.stats["observation.state"].values())
+
+
+def test_out_may_be_an_empty_directory_but_not_a_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert _collect(tmp_path / "empty", episodes=1)["episodes"] == 1
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        _collect(tmp_path / "f", episodes=1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not an episode store"):
+        _collect(tmp_path / "other", episodes=1)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
