@@ -76,17 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         if not (ckpt / "config.json").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
-    elif any(p.exists() for p in made_here):
-        if not args.overwrite:
-            held = ", ".join(p.name for p in made_here if p.exists())
-            raise FileExistsError(f"{out} already holds a codec run ({held}); pass --resume to continue it or "
-                                  "--overwrite to start afresh")
+    elif any(p.exists() for p in made_here) and not args.overwrite:
+        held = ", ".join(p.name for p in made_here if p.exists())
+        raise FileExistsError(f"{out} already holds a codec run ({held}); pass --resume to continue it or "
+                              "--overwrite to start afresh")
+    cache = load_clip_cache(args.data)  # before --overwrite deletes anything: a bad --data keeps the old run
+    if args.overwrite:
         for p in made_here:
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-    cache = load_clip_cache(args.data)
 
     if args.resume:
         cfg = config_from_dict(CodecConfig, read_config(ckpt))

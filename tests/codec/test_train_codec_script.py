@@ -56,6 +56,14 @@ def test_argument_and_data_errors(tmp_path, capsys):
         main(["--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r")])
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         main(["--resume", "--out", str(tmp_path / "r")])
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(FileExistsError, match="already holds a codec run"):
+        main(["--out", str(run), "--data", str(tmp_path / "none.npz")])
+    with pytest.raises(FileNotFoundError, match="no clip cache"):
+        main(["--out", str(run), "--data", str(tmp_path / "none.npz"), "--overwrite"])
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'  # a bad --data deletes nothing
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
         main(["--out", str(tmp_path / "file")])
