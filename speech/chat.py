@@ -154,19 +154,21 @@ def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTra
     from multistream.lm import LMConfig
 
     ckpt = Path(ckpt)
-    f = ckpt / CHAT_FILE
-    if not f.is_file():
-        raise FileNotFoundError(f"{ckpt} is not a chat checkpoint: {CHAT_FILE} is missing")
+    # the chat files sit in the checkpoint directory, or in the training run directory above it
+    base = next((d for d in (ckpt, ckpt.parent) if (d / CHAT_FILE).is_file()), None)
+    if base is None:
+        raise FileNotFoundError(f"{ckpt} is not a chat checkpoint: {CHAT_FILE} is missing (here and in its parent)")
+    f = base / CHAT_FILE
     try:
         info = json.loads(f.read_text())
         codec_dir = Path(info["codec"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{f} is malformed ({e}); remake the checkpoint") from e
-    codec_dir = codec_dir if codec_dir.is_absolute() else (ckpt / codec_dir)
+    codec_dir = codec_dir if codec_dir.is_absolute() else (base / codec_dir)
     if not (codec_dir / "config.json").is_file():
         raise FileNotFoundError(f"the codec of {ckpt} is not at {codec_dir} (named in {f})")
     codec = CodecFrames.load(codec_dir, map_location=map_location)
-    text = MonologueText(ckpt / TOKENIZER_FILE)
+    text = MonologueText(base / TOKENIZER_FILE)
     for what, have, want in (("codec", codec.fingerprint, info.get("codec_fingerprint")),
                              ("text tokenizer", text.fingerprint, info.get("text_fingerprint"))):
         if have != want:

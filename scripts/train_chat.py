@@ -1,0 +1,104 @@
+"""usage: python scripts/train_chat.py --store data/chat/dialogues-codec_tiny.zarr --phase text --out runs/chat_text
+       python scripts/train_chat.py --store ... --phase dialogue --init runs/chat_text/checkpoint --out runs/chat
+                                    [--preset tiny|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
+                                    [--acoustic-delay 1] [--semantic-weight 100] [--pad-weight 0.5]
+                                    [--device cpu|cuda] [--resume]
+
+Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Trainer:
+  phase text      text-only pretraining on written text stating every fact of the knowledge base
+                  (speech.knowledge, all splits' entities), audio streams absent (ZERO_ID)
+  phase dialogue  multistream training on the tokenized dialogues of the train split (scripts/tokenize_dialogues.py)
+                  with text-only batches mixed in (--text-share, Moshi: half), initialised from --init
+The store names the codec and the text tokenizer it was made with; both are checked. OUT becomes a chat checkpoint
+(OUT/checkpoint + chat.json + tokenizer.model) that scripts/chat.py loads. Runs under torchrun and with --device cuda.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True, help="tokenized dialogues (scripts/tokenize_dialogues.py)")
+    ap.add_argument("--phase", required=True, choices=["text", "dialogue"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", default=None, help="checkpoint to start from (the text phase's, for phase dialogue)")
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--window", type=int, default=125, help="frames per training window (125 = 10 s)")
+    ap.add_argument("--text-share", type=float, default=0.5, help="share of text-only batches in phase dialogue")
+    ap.add_argument("--acoustic-delay", type=int, default=1)
+    ap.add_argument("--semantic-weight", type=float, default=100.0)
+    ap.add_argument("--pad-weight", type=float, default=0.5)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    for name in ("steps", "batch", "window", "ckpt_every"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.text_share <= 1:
+        ap.error(f"--text-share must be in [0, 1], got {args.text_share}")
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"train_chat.py: error: {e}")
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from multistream.checkpoint import load_weights
+    from multistream.lm import RQTransformer
+    from multistream.loss import lm_loss
+    from multistream.presets import PRESETS
+    from multistream.store import EpisodeStore
+    from multistream.trainer import TrainConfig, Trainer
+    from speech.chat import TOKENIZER_FILE, save_chat_files
+    from speech.chat_data import dialogue_batch_fn, mixed_batch_fn, text_batch_fn
+    from speech.knowledge import facts
+    from speech.streams import CodecFrames, MonologueText, chat_streams
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if not Path(args.store).exists():
+        raise FileNotFoundError(f"no dialogue store at {args.store} (make it with scripts/tokenize_dialogues.py)")
+    store = EpisodeStore.open(args.store)
+    codec_dir, dialogues = store.attrs.get("codec"), store.attrs.get("dialogues")
+    if not codec_dir or not dialogues:
+        raise ValueError(f"{args.store} does not name its codec and dialogues (not made by tokenize_dialogues.py)")
+    codec = CodecFrames.load(codec_dir)
+    text = MonologueText(Path(dialogues) / TOKENIZER_FILE)
+    streams = chat_streams(codec, text, acoustic_delay=args.acoustic_delay, semantic_weight=args.semantic_weight,
+                           pad_weight=args.pad_weight)
+    cfg = PRESETS[args.preset](streams)
+    torch.manual_seed(args.seed)
+    model = RQTransformer(cfg)
+    if args.init and not (out / "checkpoint").exists():
+        load_weights(args.init, model)
+    text_fn = text_batch_fn(facts(args.seed), text, streams, args.window, args.batch, seed=args.seed)
+    if args.phase == "text":
+        batch_fn = text_fn
+    else:
+        dia = dialogue_batch_fn(store, streams, codec, text, args.window, args.batch, seed=args.seed)
+        batch_fn = mixed_batch_fn(dia, text_fn, args.text_share, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    save_chat_files(out, codec_dir, Path(dialogues) / TOKENIZER_FILE)
+    print(f"chat model ({args.preset}): {model.num_parameters() / 1e6:.2f} M parameters; phase {args.phase}; "
+          f"codec {codec.fingerprint}, text {text.fingerprint}")
+    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=min(100, args.steps),
+                     ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress)
+    Trainer(model, cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device).fit()
+
+
+if __name__ == "__main__":
+    main()

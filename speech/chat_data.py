@@ -1,0 +1,74 @@
+"""Training batches of the chat model: dialogue windows (through the store-to-token binding) and text-only windows
+(Moshi's text batches: the monologue stream carries dense written text, the audio streams carry ZERO_ID: no input
+and no target), and the deterministic mix of the two.
+
+Every batch function is `fn(step, micro, rank, world) -> batch`, a pure function of its arguments (exact resume).
+
+Dimension legend: B batch, K codebooks, T frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from multistream.data import StoreBinding, StreamBinding
+from multistream.store import EpisodeStore
+from multistream.streams import ZERO_ID, StreamSet
+from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
+
+BatchFn = Callable[[int, int, int, int], dict[str, torch.Tensor]]
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+
+
+def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrames, text: MonologueText,
+                      window: int, batch_size: int, split: str = "train", seed: int = 0) -> BatchFn:
+    """Random windows of the dialogues of `split` (by episode metadata), through the chat streams' binding (which
+    refuses a store made with another codec or text tokenizer)."""
+    eps = [i for i, m in enumerate(store.episode_metas()) if m.get("split") == split]
+    if not eps:
+        raise ValueError(f"{store.path} has no {split!r} dialogues")
+    window = min(window, max(store.episode_length(i) for i in eps))
+    binding = StoreBinding(streams, codec.frame_rate, [
+        StreamBinding(streams[TEXT], tokenizer=text), StreamBinding(streams[AGENT], tokenizer=codec),
+        StreamBinding(streams[USER], tokenizer=codec)])
+    return binding.batch_fn(store, window=window, batch_size=batch_size, seed=seed,
+                            episodes=[i for i in eps if store.episode_length(i) >= window])
+
+
+def text_batch_fn(sentences: list[str], text: MonologueText, streams: StreamSet, window: int, batch_size: int,
+                  seed: int = 0) -> BatchFn:
+    """Windows of dense text (sentences joined) in the text stream; audio streams ZERO_ID."""
+    ids: list[int] = []
+    for s in sentences:
+        ids += text.tok.encode_text(s)
+    stream = torch.tensor(ids, dtype=torch.long)
+    if len(stream) <= window:
+        raise ValueError(f"{len(stream)} text tokens do not fill a window of {window} frames")
+    k = streams[AGENT].num_codebooks
+
+    def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(_seed(seed, step, micro, rank, 7))
+        starts = torch.randint(0, len(stream) - window, (batch_size,), generator=g)
+        txt = torch.stack([stream[s : s + window] for s in starts.tolist()])[:, None]  # [B, 1, T]
+        none = torch.full((batch_size, k, window), ZERO_ID, dtype=torch.long)
+        return {TEXT: txt, AGENT: none, USER: none.clone()}
+
+    return fn
+
+
+def mixed_batch_fn(dialogue_fn: BatchFn, text_fn: BatchFn, text_share: float, seed: int = 0) -> BatchFn:
+    """Each micro-batch is text-only with probability `text_share` (Moshi: half), drawn from (seed, step, micro)."""
+    if not 0.0 <= text_share <= 1.0:
+        raise ValueError(f"text_share must be in [0, 1], got {text_share}")
+
+    def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        u = np.random.default_rng(_seed(seed, step, micro, rank, 11)).random()
+        return (text_fn if u < text_share else dialogue_fn)(step, micro, rank, world)
+
+    return fn
