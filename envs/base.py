@@ -149,6 +149,11 @@ class TabletopEnv(gym.Env):
 
     # ---- gymnasium API --------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if options:  # the tasks take no reset options: refuse rather than silently ignore one
+            raise ValueError(f"reset options are not supported, got {sorted(options)}; configure the task with "
+                             "EnvConfig instead")
+        if seed is not None and not (isinstance(seed, int | np.integer) and seed >= 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         super().reset(seed=seed)
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self._arm_qpos] = self._q_home

@@ -221,3 +221,18 @@ def test_instruction_splits():
         assert info["instruction"].split(" ")[0] in verbs
     with pytest.raises(ValueError, match="split"):
         make_instruction("push", "valid", rng, obj="red cube", side="left")
+
+
+def test_reset_refuses_bad_seed_and_unknown_options():
+    import gymnasium as gym
+
+    import envs
+    from envs.base import EnvConfig
+
+    env = gym.make(envs.TASK_IDS["touch"], config=EnvConfig(image_size=None))
+    with pytest.raises(ValueError, match=r"reset options are not supported, got \['bogus'\]"):
+        env.reset(seed=0, options={"bogus": 1})
+    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got -1"):
+        env.reset(seed=-1)
+    env.reset(seed=0, options={})
+    env.close()
