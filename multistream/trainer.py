@@ -353,7 +353,12 @@ class Trainer:
                 for k, v in lo.metrics.items():
                     other[k] = other.get(k, 0.0) + float(v) / cfg.grad_accum
                 tok_acc += lo.tokens
-            if not math.isfinite(total):  # stop before the optimizer step: the weights and checkpoints stay sound
+            diverged = not math.isfinite(total)
+            if self.world > 1:  # one rank's NaN reaches every rank's gradients: all stop together
+                flag = torch.tensor([float(diverged)], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                diverged = bool(flag.item())
+            if diverged:  # stop before the optimizer step: the weights and checkpoints stay sound
                 raise ValueError(f"the loss is {total} at step {self.step + 1}: training diverged. The last "
                                  f"checkpoint in {self.out / CHECKPOINT_DIR} is intact; resume from it with a lower "
                                  "lr (in a new output directory) or check the data for NaN")
