@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +24,41 @@ def _store(path: Path, n: int = 3) -> EpisodeStore:
 
 
 def test_two_writer_processes_lose_nothing(tmp_path):
+    N = 12  # episodes per writer; without the lock about a third of them are lost (tried)
     path = tmp_path / "s.zarr"
     EpisodeStore.create(path, fps=10)
     code = textwrap.dedent("""
-        import sys
+        import sys, time
+        from pathlib import Path
         import numpy as np
         from multistream.store import EpisodeStore
-        w = int(sys.argv[1])
-        s = EpisodeStore.open(sys.argv[2], mode="a")
-        for i in range(25):
+        w, go = int(sys.argv[1]), Path(sys.argv[3])
+        s = EpisodeStore.open(sys.argv[2], mode="a")  # both open the empty store, then append at the same time
+        (go.parent / f"ready{w}").touch()
+        while not go.exists():
+            time.sleep(0.001)
+        for i in range(N):
             v = w * 1000 + i
             s.append_episode({"x": np.full((3 + i % 4, 2), v, np.int64)}, {"v": v})
-    """)
+    """).replace("N", str(N))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(w), str(path)], env=env) for w in (1, 2)]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(w), str(path), str(go)], env=env) for w in (1, 2)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready{w}").exists() for w in (1, 2)) and time.time() < deadline:
+        time.sleep(0.01)
+    go.touch()
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     s = EpisodeStore.open(path)
-    assert s.num_episodes == 50
+    assert s.num_episodes == 2 * N
     vs = []
     for i in range(s.num_episodes):
         v = s.episode_meta(i)["v"]
         x = s.episode(i)["x"]
         assert (x == v).all() and len(x) == 3 + (v % 1000) % 4, (i, v)  # data and metadata from the same writer
         vs.append(v)
-    assert sorted(vs) == sorted([1000 + i for i in range(25)] + [2000 + i for i in range(25)])
-    assert s.stats["x"]["max"].tolist() == [2024, 2024]
+    assert sorted(vs) == sorted([1000 + i for i in range(N)] + [2000 + i for i in range(N)])
+    assert s.stats["x"]["max"].tolist() == [2000 + N - 1] * 2
 
 
 def test_lost_episode_ends_refuses_to_open_and_keeps_data(tmp_path):

@@ -3,7 +3,6 @@
 import json
 import os
 import pickle  # only to craft a hostile file; the project never unpickles
-import subprocess
 import sys
 from pathlib import Path
 
@@ -155,17 +154,26 @@ def test_resume_refuses_changed_settings_naming_them(tmp_path):
     assert done["loss"] > 0
 
 
-def test_train_toy_steps_below_checkpoint_is_a_clear_error(tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts" / "train_toy.py"), "--out", str(tmp_path), "--batch", "4",
-           "--frames", "8", "--threads", "1", "--no-progress", "--fp32", "--ckpt-every", "2"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    assert subprocess.run([*cmd, "--steps", "4"], env=env, capture_output=True).returncode == 0
-    p = subprocess.run([*cmd, "--steps", "2"], env=env, capture_output=True, text=True)
-    assert p.returncode == 1 and "past max_steps=2" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run([*cmd, "--steps", "6", "--lr", "0.1"], env=env, capture_output=True, text=True)
-    assert p.returncode == 1 and "lr: checkpoint 0.003, now 0.1" in p.stderr
-    p = subprocess.run([*cmd, "--steps", "0"], env=env, capture_output=True, text=True)
-    assert p.returncode == 2 and "--steps must be >= 1" in p.stderr
+def test_train_toy_steps_below_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_toy_script", ROOT / "scripts" / "train_toy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    common = ["--out", str(tmp_path), "--batch", "4", "--frames", "8", "--no-progress", "--fp32", "--ckpt-every", "2"]
+
+    def main(*argv: str):
+        monkeypatch.setattr(sys, "argv", ["train_toy.py", *common, *argv])
+        mod.main()
+
+    main("--steps", "4")
+    with pytest.raises(SystemExit, match="past max_steps=2"):
+        main("--steps", "2")
+    with pytest.raises(SystemExit, match="lr: checkpoint 0.003, now 0.1"):
+        main("--steps", "6", "--lr", "0.1")
+    with pytest.raises(SystemExit) as e:
+        main("--steps", "0")
+    assert e.value.code == 2 and "--steps must be >= 1" in capsys.readouterr().err
 
 
 def test_weight_decay_exemptions_are_by_module_type():
