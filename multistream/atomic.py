@@ -111,7 +111,8 @@ def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -
 
     Steps: write into a fresh temp dir; rename it to `.<name>.new` (complete from here on); move the current target
     to `.<name>.old`; move `.new` to target; remove `.old`. A crash before `.new` exists keeps the old target; after,
-    `recover_dir` (run by the next `atomic_write_dir` and by readers that call it) completes the swap.
+    `recover_dir` (run by the next `atomic_write_dir` and by the writer that resumes, e.g. the Trainer) completes the
+    swap. Readers never call it: a writer may be in the middle of a swap.
     """
     target = Path(target)
     if target.exists() and not target.is_dir():

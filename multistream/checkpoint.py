@@ -2,8 +2,8 @@
 
 The directory is first written under a temporary name next to the target and then swapped into place
 (`multistream.atomic.atomic_write_dir`), so a crash never leaves a half-written checkpoint that a later `load`
-would accept, and a crash inside the swap is recovered by the next reader. Loading checks that the saved tensors
-match the model's keys and shapes exactly and names what differs.
+would accept, and a crash inside the swap is recovered by the next writer (readers only report it). Loading
+checks that the saved tensors match the model's keys and shapes exactly and names what differs.
 
 Trainer state (optimizer moments, step, RNG states) is stored without pickle: its tensors and arrays go to
 `trainer_state.safetensors` and everything else to `trainer_state.json`, so loading a run directory runs no code
@@ -217,11 +217,18 @@ def _read_json(f: Path) -> Any:
         raise ValueError(f"{f} is not valid JSON ({e}); it is corrupt: restore it or delete the checkpoint") from e
 
 
+def _check_interrupted_swap(path: Path) -> None:
+    """Readers never rename (a writer may be mid-swap); they say how to finish an interrupted one."""
+    if not path.exists() and any((path.parent / f".{path.name}.{s}").is_dir() for s in ("new", "old")):
+        raise FileNotFoundError(f"checkpoint {path} is missing but a copy from an interrupted save is beside it; "
+                                "resuming the training run restores it (or call multistream.atomic.recover_dir)")
+
+
 def read_config(path: str | os.PathLike) -> dict:
     path = Path(path)
-    recover_dir(path)
     f = path / CONFIG_FILE
     if not f.is_file():
+        _check_interrupted_swap(path)
         raise FileNotFoundError(f"no checkpoint at {path}: {CONFIG_FILE} is missing")
     cfg = _read_json(f)
     if not isinstance(cfg, dict):
@@ -232,9 +239,9 @@ def read_config(path: str | os.PathLike) -> dict:
 def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu") -> None:
     """Load `model.safetensors` into `model`, requiring exactly the same keys and shapes."""
     path = Path(path)
-    recover_dir(path)
     f = path / WEIGHTS_FILE
     if not f.is_file():
+        _check_interrupted_swap(path)
         raise FileNotFoundError(f"no checkpoint weights at {f}")
     state = _load_safetensors(f, device=str(map_location))
     own = model.state_dict()
@@ -254,7 +261,6 @@ def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | 
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any] | None:
     """The `extra` saved with a checkpoint, or None if it has none. Never unpickles anything."""
     path = Path(path)
-    recover_dir(path)
     f_json, f_tensors = path / TRAINER_JSON, path / TRAINER_TENSORS
     if not f_json.is_file():
         if (path / LEGACY_TRAINER_FILE).exists():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from multistream.atomic import recover_dir
 from multistream.checkpoint import config_from_dict, read_config
 from multistream.trainer import CHECKPOINT_DIR, METRICS_FILE, PLOT_FILE
 from speech.codec.config import PRESETS, CodecConfig, preset
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = out / CHECKPOINT_DIR
     made_here = [ckpt, out / METRICS_FILE, out / PLOT_FILE, out / PHONES]
     if args.resume:
+        if out.is_dir():
+            recover_dir(ckpt)  # this process is the run's writer: finish a save a crash cut short
         if not (ckpt / "config.json").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
     elif any(p.exists() for p in made_here) and not args.overwrite:
