@@ -1,0 +1,51 @@
+"""usage: python scripts/serve.py [--ckpt CHAT_CKPT] [--host 127.0.0.1] [--port 8998] [--max-sessions 4]
+                              [--token SECRET] [--temperature 0.8] [--threads 0]
+
+Serves the chat model: the web client at http://HOST:PORT/ and conversations over the WebSocket at /ws (protocol in
+docs/server.md). All live conversations are stepped together, one batched model step per 80 ms tick; one more than
+--max-sessions gets a clear "busy" error. Listens on 127.0.0.1 unless --host says otherwise; with --token, clients
+must add ?token=SECRET.
+"""
+
+import argparse
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", required=True, help="chat checkpoint (scripts/train_chat.py output, OUT/checkpoint)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8998)
+    ap.add_argument("--max-sessions", type=int, default=4)
+    ap.add_argument("--token", default=None)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top-k", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.max_sessions < 1:
+        ap.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
+    if not 0 <= args.port < 65536:
+        ap.error(f"--port must be in [0, 65535], got {args.port}")
+    import torch
+    from aiohttp import web
+
+    from multistream.generate import Sampling
+    from speech.chat import ChatSession, load_chat
+    from speech.server import ChatServer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model, codec, text = load_chat(args.ckpt)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"serve.py: error: {e}")
+    session = ChatSession(model, codec, text, batch_size=args.max_sessions,
+                          sampling=Sampling(temperature=args.temperature, top_k=args.top_k), seed=args.seed)
+    server = ChatServer(session, token=args.token)
+    print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (up to {args.max_sessions} conversations)")
+    web.run_app(server.app, host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
