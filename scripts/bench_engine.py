@@ -53,23 +53,36 @@ def bench_step(model: RQTransformer, steps: int, warmup: int, device) -> tuple[l
 
 
 def bench_context(model: RQTransformer, late: int, n: int, device) -> tuple[float, float]:
-    """Median wall ms of the steps around frame 10 and around frame `late` of one long conversation."""
+    """Median wall ms of steps at frames 10.. and at frames `late`.. of a conversation. Two copies of the model run
+    side by side, one advanced to frame `late` first; their timed steps alternate, so a change in the load of a
+    shared machine hits both alike and the ratio stays meaningful."""
     ss = model.streams
     user = ss["audio.user"]
+    old = copy.deepcopy(model)
+
+    def frame():
+        return {"audio.user": torch.randint(0, user.vocab_size, (1, user.num_codebooks), device=device)}
+
+    def timed(gen: Generator) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gen.step(frame())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
     early_t, late_t = [], []
-    with Generator(model, batch_size=1, sampling=Sampling(temperature=0.8, top_k=250), seed=0) as gen:
-        for i in range(late + n):
-            frame = {"audio.user": torch.randint(0, user.vocab_size, (1, user.num_codebooks), device=device)}
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            gen.step(frame)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if 10 <= i < 10 + n:
-                early_t.append(time.perf_counter() - t0)
-            elif i >= late:
-                late_t.append(time.perf_counter() - t0)
+    samp = Sampling(temperature=0.8, top_k=250)
+    with Generator(old, batch_size=1, sampling=samp, seed=0) as g_late, \
+            Generator(model, batch_size=1, sampling=samp, seed=0) as g_early:
+        for _ in range(late):
+            g_late.step(frame())
+        for _ in range(10):
+            g_early.step(frame())
+        for _ in range(n):
+            early_t.append(timed(g_early))
+            late_t.append(timed(g_late))
     return statistics.median(early_t) * 1000, statistics.median(late_t) * 1000
 
 
@@ -162,7 +175,7 @@ def main() -> None:
                          for lb in labels)
         print(f"{r['preset']:8} {r['params_M']:7.1f}M {cells} {r['train_tokens_per_s']:12.0f}")
     if args.context_frame:
-        print(f"\nlong conversation (fp32, median of {args.context_steps} steps each):")
+        print(f"\nlong conversation (fp32, median of {args.context_steps} alternating steps of each):")
         late_hdr = f"frame {args.context_frame}"
         print(f"{'preset':8} {'context':>8} {'frame 10':>10} {late_hdr:>11} {'late/early':>11}")
         for r in rows:
