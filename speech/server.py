@@ -81,6 +81,7 @@ class ChatServer:
         self.rows: list[Conversation | None] = [None] * self.max_sessions
         self.tick_ms: list[float] = []  # compute time of every tick (for bench_server)
         self.ticks = 0
+        self.late_frames = 0  # ticks at which a live conversation had less than a frame of user audio buffered
         self._task: asyncio.Task | None = None
         self.app = web.Application()
         self.app.router.add_get("/ws", self.websocket)
@@ -138,6 +139,7 @@ class ChatServer:
         finally:
             self.rows[row] = None
             conv.closed = True
+            self.late_frames += conv.late
             if conv.error is not None and not ws.closed:
                 try:
                     await ws.send_bytes(error_message(*conv.error))
