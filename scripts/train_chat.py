@@ -2,7 +2,7 @@
        python scripts/train_chat.py --store ... --phase dialogue --init runs/chat_text/checkpoint --out runs/chat
                                     [--preset tiny|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
                                     [--acoustic-delay 1] [--semantic-weight 100] [--pad-weight 0.5]
-                                    [--device cpu|cuda] [--resume]
+                                    [--minutes M] [--device cpu|cuda] [--resume]
 
 Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Trainer:
   phase text      text-only pretraining on written text stating every fact of the knowledge base
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget; checkpoint and stop when spent")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
@@ -95,9 +96,14 @@ def run(args: argparse.Namespace) -> None:
     save_chat_files(out, codec_dir, Path(dialogues) / TOKENIZER_FILE)
     print(f"chat model ({args.preset}): {model.num_parameters() / 1e6:.2f} M parameters; phase {args.phase}; "
           f"codec {codec.fingerprint}, text {text.fingerprint}")
-    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=min(100, args.steps),
-                     ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress)
-    Trainer(model, cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device).fit()
+    # a fixed warmup: min(100, steps) would change the schedule when a resume raises --steps
+    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100,
+                     ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
+                     max_minutes=args.minutes)
+    run_info = {"phase": args.phase, "batch": args.batch, "window": args.window, "text_share": args.text_share,
+                "store": str(Path(args.store).resolve()), "init": args.init}
+    Trainer(model, cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
+            run_info=run_info).fit()
 
 
 if __name__ == "__main__":

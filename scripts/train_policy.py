@@ -1,5 +1,5 @@
 """usage: python scripts/train_policy.py --store data/robot/touch.zarr --out runs/policy_touch [--steps 3000]
-                                      [--batch 16] [--lr 1e-3] [--device cpu|cuda] [--resume]
+                                      [--batch 16] [--lr 1e-3] [--minutes M] [--device cpu|cuda] [--resume]
 
 Trains the commanded policy (robot/policy.py) on a policy store (scripts/make_robot_data.py) with the engine's
 Trainer: bf16 autocast, cosine schedule, checkpoints in OUT/checkpoint with exact resume (rerun with --resume),
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (off by default: the camera CNN runs ~7x slower in bf16 on CPUs without AMX)")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget; checkpoint and stop when spent")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
@@ -89,10 +90,10 @@ def run(args: argparse.Namespace) -> None:
           f"episodes; window {window} frames")
     tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100,
                      weight_decay=0.0, ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
-                     autocast=args.bf16)
+                     autocast=args.bf16, max_minutes=args.minutes)
     # a resume must draw the same batches: the Trainer refuses a different batch size (the seed is in tc)
     trainer = Trainer(model, lm_cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
-                      run_info={"batch": args.batch})
+                      run_info={"batch": args.batch, "store": str(Path(args.store).resolve())})
     trainer.fit()
 
     model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module

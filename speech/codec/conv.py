@@ -25,6 +25,7 @@ from multistream.streaming import StreamingModule, StreamingState
 @dataclass
 class _ConvState(StreamingState):
     previous: torch.Tensor | None = None  # [B, C_in, pad] the last inputs of the previous chunk
+    fresh: torch.Tensor | None = None  # [B] bool: rows reset since the last chunk (padded like a first chunk)
 
 
 @dataclass
@@ -51,9 +52,10 @@ class StreamingConv1d(StreamingModule):
         return _ConvState(batch_size)
 
     def _reset_rows(self, rows: torch.Tensor) -> None:
-        if self.state.previous is not None:  # a fresh row's left context is zeros, as at the start
-            self.state.previous = self.state.previous.masked_fill(rows.to(self.state.previous.device)[:, None, None],
-                                                                  0.0)
+        st = self.state
+        if st.previous is not None:  # the next chunk of these rows is padded as a first chunk (zeros or replicate)
+            rows = rows.to(st.previous.device)
+            st.fresh = rows if st.fresh is None else (st.fresh | rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T // stride]
         assert x.shape[-1] % self.stride == 0, f"length {x.shape[-1]} not a multiple of stride {self.stride}"
@@ -63,6 +65,10 @@ class StreamingConv1d(StreamingModule):
             prev = self.state.previous
             if prev is None:  # first chunk: the same padding as a one-shot call
                 prev = self._pad_left(x[..., :1])[..., : self.padding_total]
+            elif self.state.fresh is not None:  # rows reset since the last chunk start like a first chunk
+                first = self._pad_left(x[..., :1])[..., : self.padding_total]
+                prev = torch.where(self.state.fresh[:, None, None], first, prev)
+                self.state.fresh = None
             x = torch.cat([prev, x], dim=-1)  # [B, C_in, pad + T]
             if self.padding_total:
                 self.state.previous = x[..., x.shape[-1] - self.padding_total:]

@@ -164,3 +164,19 @@ def test_chat_script_writes_reply_and_refuses_bad_input(chat_ckpt, dialogues, tm
     assert r.returncode != 0 and "not a readable wav file" in r.stderr
     r = run_chat("--ckpt", tmp_path, "--in", q)
     assert r.returncode != 0 and "is not a chat checkpoint" in r.stderr
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "replicate"])
+def test_conv_row_reset_equals_a_fresh_stream(pad_mode):
+    from speech.codec.conv import StreamingConv1d
+
+    torch.manual_seed(0)
+    conv = StreamingConv1d(3, 4, kernel_size=8, stride=4, pad_mode=pad_mode).eval()
+    x = torch.randn(2, 3, 32) + 1.0  # an offset makes replicate padding differ from zeros
+    with torch.no_grad(), conv.streaming(2):
+        conv(x[:, :, :16])
+        conv.reset_streaming([1])
+        got = conv(x[:, :, 16:])
+    with torch.no_grad():
+        fresh = conv(x[1:, :, 16:])  # one-shot call on the new stream alone
+    torch.testing.assert_close(got[1:], fresh)
