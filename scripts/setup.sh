@@ -11,7 +11,8 @@ APT_PACKAGES=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16
               codec2 opus-tools ffmpeg sox libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri
               asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722
               asterisk-core-sounds-ru-g722 asterisk-prompt-es-co asterisk-prompt-fr-armelle
-              asterisk-prompt-it-menardi asterisk-prompt-it-menardi-wav)
+              asterisk-prompt-it-menardi asterisk-prompt-it-menardi-wav
+              chromium chromium-driver)  # the web client's browser test
 TORCH_PINS=(torch==2.11.0 torchaudio==2.11.0)
 PY=${PYTHON:-python3}
 

@@ -107,8 +107,10 @@ class ChatSession:
         out = self.gen.step({USER: user_codes, **(force or {})})
         assert out is not None and TEXT in out.tokens  # text has no delay: every step returns it
         ids = out.tokens[TEXT][:, 0]
-        pieces = [None if int(i) in self._special or int(i) < 0 else self.text.tok.decode_text([int(i)])
-                  for i in ids]
+        # pieces keep their word-boundary spaces (sentencepiece's U+2581), so that clients can simply concatenate
+        sp = self.text.tok.sp
+        pieces = [None if int(i) in self._special or int(i) < 0 or sp.is_control(int(i)) or sp.is_unknown(int(i))
+                  else sp.id_to_piece(int(i)).replace("\u2581", " ") for i in ids]
         agent_pcm = pcm.new_zeros(self.batch_size, self.codec.frame_size)
         frame = torch.full((self.batch_size,), -1, dtype=torch.long)
         if AGENT in out.tokens:
