@@ -82,6 +82,7 @@ class ChatServer:
         self.tick_ms: list[float] = []  # compute time of every tick (for bench_server)
         self.ticks = 0
         self.late_frames = 0  # ticks at which a live conversation had less than a frame of user audio buffered
+        self.peak_buffer = 0  # the largest per-conversation input buffer seen, in bytes (bounded by design)
         self._task: asyncio.Task | None = None
         self.app = web.Application()
         self.app.router.add_get("/ws", self.websocket)
@@ -202,6 +203,7 @@ class ChatServer:
             if len(conv.buffer) + len(payload) > max_buffer:
                 raise ProtocolError("too_fast", f"more than {MAX_BUFFER_S:g} s of audio ahead of real time")
             conv.buffer += payload
+            self.peak_buffer = max(self.peak_buffer, len(conv.buffer))
             conv.last_audio = time.monotonic()
 
     # ---- the batched tick ------------------------------------------------------------------------------------------

@@ -206,3 +206,64 @@ def test_serve_and_talk_scripts(parts, dialogues, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_fuzzed_clients_never_hurt_the_server_or_a_good_conversation(parts):
+    """Thousands of random and mutated messages from three clients (each reconnecting after it is thrown out) while
+    a well-formed conversation runs: it loses no frame, the server keeps serving, buffers stay bounded."""
+    import resource
+
+    from speech.server import MAX_BUFFER_S
+
+    rng = np.random.default_rng(0)
+    good_frame = bytes([AUDIO]) + np.zeros(1920, dtype="<i2").tobytes()
+
+    def mutated() -> bytes:
+        r = rng.random()
+        if r < 0.25:
+            return bytes(rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8))
+        if r < 0.5:  # a good frame with flipped bytes (kind byte included)
+            b = bytearray(good_frame)
+            for i in rng.integers(0, len(b), 4):
+                b[int(i)] ^= int(rng.integers(1, 256))
+            return bytes(b)
+        if r < 0.75:  # truncated frames: odd lengths
+            return good_frame[: int(rng.integers(1, len(good_frame)))]
+        return bytes([int(rng.integers(0, 8))]) + bytes(int(rng.integers(0, 3000)))
+
+    sent = {"messages": 0}
+
+    async def fuzzer(url, n_messages):
+        while sent["messages"] < n_messages:
+            try:
+                async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+                    if rng.random() < 0.7:
+                        await ws.send_bytes(bytes([HANDSHAKE, 1]))
+                    for _ in range(int(rng.integers(1, 40))):
+                        if ws.closed:
+                            break
+                        await ws.send_bytes(mutated())
+                        sent["messages"] += 1
+                    await asyncio.sleep(0.01)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
+                sent["messages"] += 1
+
+    async def run(url, server):
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        good = asyncio.create_task(talk(url, speech(3.0, 5), tail_s=0.5))
+        await asyncio.gather(*(fuzzer(url, 3000) for _ in range(3)))
+        reply = await good
+        status_url = url.replace("ws://", "http://").replace("/ws", "/api/status")
+        async with aiohttp.ClientSession() as http, http.get(status_url) as r:
+            status = await r.json()
+        peak_buffer = server.peak_buffer
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return reply, status, peak_buffer, (rss1 - rss0) / 1024
+
+    reply, status, peak_buffer, grew_mb = serve(parts, run, max_sessions=4)
+    assert sent["messages"] >= 3000
+    assert reply.error is None
+    assert reply.frames_received == -(-int(3.0 * 24000) // 1920) + round(0.5 * 12.5)
+    assert status["max_sessions"] == 4 and status["ticks"] > 0
+    assert peak_buffer <= MAX_BUFFER_S * 24000 * 2
+    assert grew_mb < 200, grew_mb
