@@ -73,3 +73,22 @@ def output_dir(text: str) -> Path:
     if p.exists() and not p.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file; pass a directory")
     return p
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def user_errors_exit(prog: str) -> None:
+    """For flat scripts: an error a user can cause (bad value, missing or misplaced file) ends the program with
+    `prog: error: <message>` and exit status 2 instead of a traceback; anything else still shows its traceback."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, USER_ERRORS):
+            print(f"{prog}: error: {value}", file=sys.stderr)
+            sys.exit(2)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

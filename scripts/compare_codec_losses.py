@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from multistream.checkpoint import config_from_dict, load_weights, read_config
+from multistream.cli import user_errors_exit
 from multistream.trainer import CHECKPOINT_DIR, METRICS_FILE
 from speech.codec.config import CodecConfig, preset
 from speech.codec.data import ClipDataset, PhoneVocab, load_clip_cache
@@ -50,6 +51,7 @@ p.add_argument("--ckpt-every", type=int, default=100)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
+user_errors_exit("compare_codec_losses.py")  # bad paths/values end in a one-line error, not a traceback
 if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 1:
     raise SystemExit(f"--steps/--batch-size/--segment-frames must be >= 1, got {args.steps}, {args.batch_size}, "
                      f"{args.segment_frames}")

@@ -30,6 +30,7 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from multistream.cli import nonneg_int, positive_int, user_errors_exit
 from speech.codec.data import IGNORE, NO_PHONE, PhoneVocab, load_clip_cache
 from speech.codec.losses import MultiScaleMelLoss
 from speech.codec.metrics import align, codec2_roundtrip, opus_roundtrip, pesq_wb, si_sdr, stoi
@@ -39,17 +40,18 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--ckpt", default="checkpoints/codec_tiny")
 p.add_argument("--heldout", default="data/codec/heldout.npz")
 p.add_argument("--heldout-real", default="data/codec/heldout_real.npz", help="held-out real speaker; '' to skip")
-p.add_argument("--max-real-clips", type=int, default=0, help="0 = all; else an evenly spaced subset")
-p.add_argument("--wer-sentences", type=int, default=60, help="per group (agent / held-out users); 0 skips WER")
-p.add_argument("--wer-min-words", type=int, default=4, help="shorter test sentences are not used for WER")
+p.add_argument("--max-real-clips", type=nonneg_int, default=0, help="0 = all; else an evenly spaced subset")
+p.add_argument("--wer-sentences", type=nonneg_int, default=60, help="per group (agent / held-out users); 0 skips WER")
+p.add_argument("--wer-min-words", type=nonneg_int, default=4, help="shorter test sentences are not used for WER")
 p.add_argument("--skip-probe", action="store_true")
 p.add_argument("--train", default="data/codec/train.npz", help="clips for fitting the linear phone probe")
-p.add_argument("--probe-clips", type=int, default=400)
+p.add_argument("--probe-clips", type=positive_int, default=400)
 p.add_argument("--out", default=None, help="output prefix; default CKPT/eval")
-p.add_argument("--max-clips", type=int, default=0, help="0 = all held-out clips")
-p.add_argument("--threads", type=int, default=1)
+p.add_argument("--max-clips", type=nonneg_int, default=0, help="0 = all held-out clips")
+p.add_argument("--threads", type=positive_int, default=1)
 p.add_argument("--name", default=None, help="label of the codec in the table; default: checkpoint dir name")
 args = p.parse_args()
+user_errors_exit("eval_codec.py")  # bad paths/values end in a one-line error, not a traceback
 
 torch.set_num_threads(args.threads)
 t0 = time.time()

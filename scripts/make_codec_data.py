@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multistream.cli import user_errors_exit
 from speech.codec.config import tiny
 from speech.codec.data import NO_PHONE, ClipAugment, assign_voices, build_cache, real_job, snapshot_partial, tts_job
 from speech.codec.real import real_speakers, speaker_files
@@ -43,6 +44,7 @@ p.add_argument("--only", choices=["train", "heldout", "heldout-real"], default=N
 p.add_argument("--snapshot", default=None, metavar="PATH", help="write the train shards built so far (of an "
                "unfinished build) to PATH and exit; the build stays resumable")
 args = p.parse_args()
+user_errors_exit("make_codec_data.py")  # bad paths/values end in a one-line error, not a traceback
 if args.snapshot:
     c = snapshot_partial(Path(args.out) / "train.npz", args.snapshot)
     real = sum(1 for lab in c.labels if lab and lab[0] == NO_PHONE)

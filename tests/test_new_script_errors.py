@@ -1,4 +1,4 @@
-"""Bad input to the chat, server and policy scripts ends in a usage error naming the value (exit != 0, no traceback)."""
+"""Bad input to the chat, server, policy and codec-evaluation scripts ends in a usage error naming the value (exit != 0, no traceback)."""
 
 import subprocess
 import sys
@@ -23,6 +23,9 @@ CASES = [
     ("talk.py", ["--in", "/nonexistent.wav"], "no such wav file"),
     ("bench_server.py", ["--clients", "0"], "--clients must be >= 1"),
     ("chat.py", ["--ckpt", "x", "--say", "hi", "--tail", "-1"], "--tail must be in [0, 60]"),
+    ("eval_codec.py", ["--ckpt", "/nonexistent"], "no checkpoint at /nonexistent"),
+    ("eval_codec.py", ["--max-real-clips", "-1"], "must be an integer >= 0, got -1"),
+    ("compare_codec_losses.py", ["--out", "/tmp/ms_ccl_x", "--data", "/nonexistent.npz"], "no clip cache"),
 ]
 
 
