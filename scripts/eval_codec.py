@@ -57,8 +57,8 @@ torch.set_num_threads(args.threads)
 t0 = time.time()
 ckpt = Path(args.ckpt)
 out = Path(args.out) if args.out else ckpt / "eval"
+codec = load_codec(ckpt)  # before any directory is made: a wrong --ckpt leaves nothing behind
 out.parent.mkdir(parents=True, exist_ok=True)
-codec = load_codec(ckpt)
 cfg = codec.cfg
 sr = cfg.sample_rate
 name = args.name or ckpt.name

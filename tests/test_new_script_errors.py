@@ -23,7 +23,7 @@ CASES = [
     ("talk.py", ["--in", "/nonexistent.wav"], "no such wav file"),
     ("bench_server.py", ["--clients", "0"], "--clients must be >= 1"),
     ("chat.py", ["--ckpt", "x", "--say", "hi", "--tail", "-1"], "--tail must be in [0, 60]"),
-    ("eval_codec.py", ["--ckpt", "/nonexistent"], "no checkpoint at /nonexistent"),
+    ("eval_codec.py", ["--ckpt", "/nonexistent_ckpt"], "no checkpoint at /nonexistent_ckpt"),
     ("eval_codec.py", ["--max-real-clips", "-1"], "must be an integer >= 0, got -1"),
     ("compare_codec_losses.py", ["--out", "/tmp/ms_ccl_x", "--data", "/nonexistent.npz"], "no clip cache"),
 ]
@@ -36,3 +36,10 @@ def test_script_refuses_bad_input(script, args, message):
     assert r.returncode != 0
     assert message in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_refused_run_leaves_nothing_behind(tmp_path):
+    missing = tmp_path / "no_ckpt"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_codec.py"), "--ckpt", str(missing)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and not missing.exists()
