@@ -1,4 +1,5 @@
-"""Bad input to the chat, server, policy and codec-evaluation scripts ends in a usage error naming the value (exit != 0, no traceback)."""
+"""Bad input to the chat, server, policy and codec-evaluation scripts ends in a usage error naming the value
+(exit != 0, no traceback)."""
 
 import subprocess
 import sys
