@@ -9,7 +9,7 @@ usage: python scripts/make_codec_data.py [--out data/codec] [--train-sentences 3
 Writes OUT/train.npz (TTS + real training speakers), OUT/heldout.npz (held-out TTS voices, test-split sentences,
 clean) and OUT/heldout_real.npz (every prompt of speech.codec.real.HELDOUT_REAL_SPEAKER, clean), and
 OUT/data_stats.json (per-source minutes, clips, skipped). Real clips carry no phone labels (the phone loss ignores
-them). Never reads the English asterisk-core-sounds-en* packages.
+them). Never reads the English Asterisk prompt packages.
 """
 
 import argparse

@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# asterisk-*: real recorded (non-English) voice prompts for the codec (speech/codec/real.py); never the English
-# asterisk-core-sounds-en* (kept out of the project for an independent check)
+# asterisk-*: real recorded (non-English) voice prompts for the codec (speech/codec/real.py); the English
+# prompt packages are never installed (kept out of the project for an independent check)
 APT_PACKAGES=(espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
               codec2 opus-tools ffmpeg sox libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri
               asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722

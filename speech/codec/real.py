@@ -4,7 +4,7 @@ Seven speakers from Debian packages that `scripts/setup.sh` installs (nothing he
 G.722 core sounds in Mexican Spanish, Canadian French, Italian and Russian (one speaker each) and the 8 kHz
 community prompts in Colombian Spanish, French (Armelle Desjardins) and Italian (Menardi). They carry no phone
 labels: the codec's phone-distillation loss ignores their frames. `HELDOUT_REAL_SPEAKER` (es_MX Allison) is
-never trained on; it is the real-speaker evaluation set. The English `asterisk-core-sounds-en*` packages are kept
+never trained on; it is the real-speaker evaluation set. The English Asterisk prompt packages are kept
 out of the project (an independent check uses them): `speaker_files` refuses any path inside an English folder,
 and holding out es_MX Allison also keeps a voice that may be shared with those English prompts out of training.
 

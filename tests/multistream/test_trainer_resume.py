@@ -86,7 +86,7 @@ def test_crafted_pickle_is_refused_and_never_run(tmp_path):
 
 
 def test_no_pickle_in_the_project():
-    """No pickle loads anywhere: grep the sources."""
+    """Nothing in the project unpickles: grep the sources."""
     bad = []
     for f in [*ROOT.glob("multistream/**/*.py"), *ROOT.glob("speech/**/*.py"), *ROOT.glob("robot/**/*.py"),
               *ROOT.glob("envs/**/*.py"), *ROOT.glob("scripts/**/*.py")]:
