@@ -106,6 +106,9 @@ class Generator:
             self.rng.manual_seed(seed)
         self.autocast_dtype = autocast_dtype
         self.out_delay = max(s.max_delay for s in self.ss.predicted)
+        # every token codebook in embedding order: its stream and its index within the stream
+        self._token_codebooks = [s for s in self.ss.token_streams for _ in range(s.num_codebooks)]
+        self._codebook_index = [k for s in self.ss.token_streams for k in range(s.num_codebooks)]
         self._ctx = None
         self.last_logits: dict[str, torch.Tensor] = {}  # per predicted stream [B, K, V] at the last step
 
@@ -149,8 +152,6 @@ class Generator:
         # caller-supplied undelayed frames, newest last; None where a predicted stream was not forced
         self.history: dict[str, deque] = {s.name: deque(maxlen=keep) for s in self.ss}
         self.generated: deque = deque(maxlen=self.out_delay + 1)  # delayed predicted tokens of each step
-        self._token_codebooks = [s for s in self.ss.token_streams for _ in range(s.num_codebooks)]
-        self._codebook_index = [k for s in self.ss.token_streams for k in range(s.num_codebooks)]
         # temporal input of the next step for streams fed one frame late (all but same-frame inputs)
         self.prev_tokens = [torch.full((b,), s.initial_id, dtype=torch.long, device=self.device)
                             for s in self._token_codebooks]
@@ -211,12 +212,10 @@ class Generator:
         each row, or `initial_id` in rows whose clock has not reached d_k."""
         d = spec.delays[k]
         frame = self._at(spec, d)
-        init = torch.full((self.batch_size,), spec.initial_id, dtype=torch.long, device=self.device)
-        if frame is None:
-            return init
-        if self.min_row_t >= d:
+        if frame is not None and self.min_row_t >= d:  # the hot path: every row past the delay, nothing to build
             return frame[:, k]
-        return torch.where(self.row_t >= d, frame[:, k], init)
+        init = torch.full((self.batch_size,), spec.initial_id, dtype=torch.long, device=self.device)
+        return init if frame is None else torch.where(self.row_t >= d, frame[:, k], init)
 
     def _delayed_features(self, spec: StreamSpec) -> _Features:
         d = spec.delays[0]
