@@ -27,6 +27,7 @@ Dimension legend: B batch, T frames, K codebooks, F feature dims.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +43,12 @@ from multistream.tokenizer import Tokenizer
 TOKENIZED_ATTR = "tokenized"  # store user attr: {store key: tokenizer_record(tokenizer)} for stored codes
 NORMALIZE = ("none", "meanstd", "minmax", "unit")
 UINT8_MAX = 255.0
+
+
+def batch_seed(*parts: int) -> int:
+    """The seed of one micro-batch from (seed, step, micro, rank[, salt]): a pure function of its arguments, so that
+    a resumed run draws the same batches (hash of a tuple of ints is not salted between runs)."""
+    return hash(tuple(int(p) for p in parts)) % (2**31)
 
 
 def tokenizer_record(tok: Tokenizer) -> dict[str, Any]:
@@ -194,16 +201,14 @@ class StoreBinding:
     def raw_to_batch(self, items: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Live values `{key: [B, T, ...]}` of the streams `names` (e.g. one frame of observations from an env)
         -> model inputs, through the same tokenizers and normalisation as training."""
-        saved = self._encode
-        self._encode = {b.spec.name for b in self.bindings if b.tokenizer is not None}
-        try:
-            return self.to_batch(items, names)
-        finally:
-            self._encode = saved
+        return self.to_batch(items, names, raw=True)
 
-    def to_batch(self, items: dict[str, torch.Tensor], names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def to_batch(self, items: dict[str, torch.Tensor], names: Sequence[str] | None = None,
+                 raw: bool = False) -> dict[str, torch.Tensor]:
         """Raw store windows `{key: [B, T, ...]}` -> model batch (of the streams `names`, default all). Call
-        `attach(store)` (or `load_norm_state`) first."""
+        `attach(store)` (or `load_norm_state`) first. `raw`: every stream with a tokenizer holds values to tokenize
+        (live input), rather than what `attach` found in the store."""
+        encode = {b.spec.name for b in self.bindings if b.tokenizer is not None} if raw else self._encode
         out: dict[str, torch.Tensor] = {}
         for b in self.bindings:
             if names is not None and b.spec.name not in names:
@@ -217,7 +222,7 @@ class StoreBinding:
                 out[s.name] = x
                 if b.valid:
                     out[valid_key(s.name)] = items[b.valid].bool()  # [B, T]
-            elif s.name in self._encode:
+            elif s.name in encode:
                 assert b.tokenizer is not None
                 enc = getattr(b.tokenizer, "encode_frames", b.tokenizer.encode)
                 with torch.no_grad():
@@ -251,15 +256,15 @@ class StoreBinding:
         ds = WindowDataset(store, self.store_keys, window, episodes=episodes, pad=from_episode_start)
         if from_episode_start:
             eps = ds.episodes
-            lengths = [store.episode_length(e) for e in eps]
-            index = [int(sum(lengths[:j])) for j in range(len(eps))]  # the window starting at frame 0 of each
+            # the window starting at frame 0 of each episode: padded windows start at every frame, in order
+            index = list(itertools.accumulate((store.episode_length(e) for e in eps), initial=0))[:-1]
         else:
             index = list(range(len(ds)))
         if len(index) == 0:
             raise ValueError(f"no window of {window} frames fits in the selected episodes of {store.path}")
 
         def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-            g = torch.Generator().manual_seed(hash((seed, step, micro, rank)) % (2**31))
+            g = torch.Generator().manual_seed(batch_seed(seed, step, micro, rank))
             pick = torch.randint(0, len(index), (batch_size,), generator=g).tolist()
             items = [ds[index[i]] for i in pick]
             batch = self.to_batch({k: torch.stack([it[k] for it in items]) for k in self.store_keys})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from multistream.data import batch_seed
 from multistream.streams import StreamSet, StreamSpec
 
 TOY_VOCAB = 16
@@ -44,6 +45,6 @@ def toy_batch_fn(batch_size: int, frames: int, seed: int = 0, vocab: int = TOY_V
     """Deterministic per (step, micro, rank): what `Trainer` needs for exact resume."""
 
     def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        return toy_batch(batch_size, frames, seed=hash((seed, step, micro, rank)) % (2**31), vocab=vocab)
+        return toy_batch(batch_size, frames, seed=batch_seed(seed, step, micro, rank), vocab=vocab)
 
     return fn

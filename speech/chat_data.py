@@ -14,16 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from multistream.data import StoreBinding, StreamBinding
+from multistream.data import StoreBinding, StreamBinding, batch_seed
 from multistream.store import EpisodeStore
 from multistream.streams import ZERO_ID, StreamSet
 from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
 
 BatchFn = Callable[[int, int, int, int], dict[str, torch.Tensor]]
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
 
 
 def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrames, text: MonologueText,
@@ -53,7 +49,7 @@ def text_batch_fn(sentences: list[str], text: MonologueText, streams: StreamSet,
     k = streams[AGENT].num_codebooks
 
     def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(_seed(seed, step, micro, rank, 7))
+        g = torch.Generator().manual_seed(batch_seed(seed, step, micro, rank, 7))
         starts = torch.randint(0, len(stream) - window, (batch_size,), generator=g)
         txt = torch.stack([stream[s : s + window] for s in starts.tolist()])[:, None]  # [B, 1, T]
         none = torch.full((batch_size, k, window), ZERO_ID, dtype=torch.long)
@@ -68,7 +64,7 @@ def mixed_batch_fn(dialogue_fn: BatchFn, text_fn: BatchFn, text_share: float, se
         raise ValueError(f"text_share must be in [0, 1], got {text_share}")
 
     def fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        u = np.random.default_rng(_seed(seed, step, micro, rank, 11)).random()
+        u = np.random.default_rng(batch_seed(seed, step, micro, rank, 11)).random()
         return (text_fn if u < text_share else dialogue_fn)(step, micro, rank, world)
 
     return fn
