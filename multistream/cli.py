@@ -92,3 +92,9 @@ def user_errors_exit(prog: str) -> None:
         previous(kind, value, tb)
 
     sys.excepthook = hook
+
+
+def refuse_existing_run(out: Path, resume: bool) -> None:
+    """A training script's --out: a directory that already holds something is continued only with --resume."""
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from multistream.checkpoint import load_weights
+    from multistream.cli import refuse_existing_run
     from multistream.lm import RQTransformer
     from multistream.loss import lm_loss
     from multistream.presets import PRESETS
@@ -69,8 +70,7 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    refuse_existing_run(out, args.resume)
     if not Path(args.store).exists():
         raise FileNotFoundError(f"no dialogue store at {args.store} (make it with scripts/tokenize_dialogues.py)")
     store = EpisodeStore.open(args.store)

@@ -47,6 +47,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from multistream.cli import refuse_existing_run
     from multistream.lm import RQTransformer
     from multistream.loss import lm_loss
     from multistream.store import EpisodeStore
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> None:
     )
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    refuse_existing_run(out, args.resume)
     if not Path(args.store).exists():
         raise FileNotFoundError(f"no policy store at {args.store} (make one with scripts/make_robot_data.py)")
     store = EpisodeStore.open(args.store)

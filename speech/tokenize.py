@@ -19,12 +19,11 @@ import torch
 
 from multistream.data import TOKENIZED_ATTR, tokenizer_record
 from multistream.store import EpisodeStore
+from speech.corpus import SPLITS
 from speech.dataset import AGENT_LABEL, read_item, read_manifest, speaker_words
 from speech.duplex import AGENT_CH, USER_CH
 from speech.monologue import num_frames
 from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
-
-SPLITS = ("train", "valid", "test")
 
 
 def dialogue_arrays(path: str | os.PathLike, codec: CodecFrames, text: MonologueText) -> tuple[dict, dict]:
