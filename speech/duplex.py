@@ -3,7 +3,8 @@
 Channel 0 is the agent, channel 1 the user, both at 24 kHz. Turns follow each other with gaps of varied length,
 sometimes overlapping at the boundary; user turns marked `interrupt` barge in while the agent talks and the agent
 stops a short reaction time later (its audio fades out, its words after the cut are dropped); during long agent
-turns the user sometimes backchannels ("mm-hm"). A channel is silent whenever its speaker is not talking.
+turns the user sometimes backchannels ("mm-hm"); some user questions pause mid-sentence (0.5-1.0 s), so that the
+agent learns not to take the turn in a hesitation. A channel is silent whenever its speaker is not talking.
 Word timings of both speakers are returned on the same timeline, plus a record of every turn and event.
 """
 
@@ -38,17 +39,19 @@ class DuplexConfig:
     interrupt_at: tuple[float, float] = (0.25, 0.7)  # where in the agent turn the user barges in (fraction)
     interrupt_min_s: float = 0.6  # the agent has spoken at least this long when interrupted
     reaction_s: tuple[float, float] = (0.15, 0.4)  # the agent stops this long after the user starts
+    p_mid_pause: float = 0.2  # a user question pauses mid-sentence (the agent must not take the turn)
+    mid_pause_s: tuple[float, float] = (0.5, 1.0)
     fade_s: float = 0.03  # fade-out of a cut turn
     agent_rms_db: float = -22.0  # loudness of the agent's speech (dBFS RMS over active samples)
     user_rms_db: tuple[float, float] = (-27.0, -19.0)  # loudness of the user's speech, per dialogue
 
     def __post_init__(self):
         for name in ("lead_in_s", "tail_s", "gap_s", "long_gap_s", "overlap_s", "sentence_pause_s",
-                     "interrupt_at", "reaction_s", "user_rms_db"):
+                     "interrupt_at", "reaction_s", "user_rms_db", "mid_pause_s"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high), got {(lo, hi)}")
-        for name in ("p_long_gap", "p_overlap", "p_backchannel"):
+        for name in ("p_long_gap", "p_overlap", "p_backchannel", "p_mid_pause"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
@@ -123,6 +126,9 @@ def render(dialogue: Dialogue, user_voice: Voice, rng: np.random.Generator, conf
     for k, turn in enumerate(turns):
         voice, db = (agent_voice, config.agent_rms_db) if turn.speaker == AGENT else (user_voice, user_db)
         sp = _speak(turn.text, voice, rng, config, db, synth, sr)
+        pause = None
+        if turn.speaker == USER and not turn.interrupt and rng.random() < config.p_mid_pause:
+            sp, pause = _pause_inside(sp, rng, config, sr)
         dur = len(sp.audio) / sr
         prev = placed[-1] if placed else None
         prev_dur = len(prev["audio"]) / sr if prev else 0.0
@@ -148,6 +154,8 @@ def render(dialogue: Dialogue, user_voice: Voice, rng: np.random.Generator, conf
             start = t_free + float(gap)
         rec["start"] = start
         placed.append(rec)
+        if pause is not None:
+            events.append({"type": "pause", "time": round(start + pause[0], 3), "pause_s": round(pause[1], 3)})
         t_free = max(t_free, start + dur)
         nxt = turns[k + 1] if k + 1 < len(turns) else None
         if (turn.speaker == AGENT and dur >= config.backchannel_min_turn_s and not (nxt and nxt.interrupt)
@@ -172,6 +180,25 @@ def render(dialogue: Dialogue, user_voice: Voice, rng: np.random.Generator, conf
                          "backchannel": rec["backchannel"]})
     words.sort(key=lambda w: (w[1], w[3]))
     return Rendered(np.clip(audio, -1.0, 1.0), sr, words, turn_log, events)
+
+
+def _pause_inside(sp: _Speech, rng: np.random.Generator, config: DuplexConfig,
+                  sr: int) -> tuple[_Speech, tuple[float, float] | None]:
+    """Insert a mid-sentence pause (config.mid_pause_s) between two words in the middle of a user turn, as a
+    speaker does who hesitates ("what is seven ... times three"). Returns the new speech and (pause start
+    relative to the turn, pause length), or the speech unchanged and None when the turn has under four words."""
+    words = sp.words
+    if len(words) < 4:
+        return sp, None
+    i = int(rng.integers(1, len(words) - 2))  # pause after word i: at least one word before and two after
+    at = 0.5 * (words[i][2] + words[i + 1][1])
+    n_at = int(round(at * sr))
+    pause_s = float(rng.uniform(*config.mid_pause_s))
+    gap = np.zeros(int(round(pause_s * sr)), np.float32)
+    audio = np.concatenate([sp.audio[:n_at], gap, sp.audio[n_at:]])
+    shift = len(gap) / sr
+    moved = [(w, a, b) if k <= i else (w, a + shift, b + shift) for k, (w, a, b) in enumerate(words)]
+    return _Speech(audio, moved), (at, shift)
 
 
 def _cut(rec: dict, at_s: float, fade_s: float, sr: int) -> None:

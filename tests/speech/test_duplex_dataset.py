@@ -24,7 +24,7 @@ from speech.duplex import AGENT_CH, USER_CH, DuplexConfig, render
 from speech.voices import user_voices
 
 ROOT = Path(__file__).resolve().parents[2]
-QUIET = DuplexConfig(p_overlap=0.0, p_backchannel=0.0, p_long_gap=0.0)
+QUIET = DuplexConfig(p_overlap=0.0, p_backchannel=0.0, p_long_gap=0.0, p_mid_pause=0.0)
 
 
 def _dialogue(interrupt: bool) -> Dialogue:
@@ -97,7 +97,27 @@ def test_backchannels_and_overlaps(espeak_user):
     assert both[int(ov["time"] * SAMPLE_RATE): int((ov["time"] + ov["overlap_s"]) * SAMPLE_RATE)].any()
 
 
+def test_mid_sentence_pause_in_a_user_question(espeak_user):
+    cfg = DuplexConfig(p_overlap=0.0, p_backchannel=0.0, p_long_gap=0.0, p_mid_pause=1.0)
+    d = Dialogue("hand-1", "train", [Turn("user", "What is seven times three, please?", "arithmetic"),
+                                     Turn("agent", "Seven times three is twenty-one.", "arithmetic")])
+    r = render(d, espeak_user, np.random.default_rng(0), cfg)
+    (ev,) = [e for e in r.events if e["type"] == "pause"]
+    assert cfg.mid_pause_s[0] - 1e-3 <= ev["pause_s"] <= cfg.mid_pause_s[1] + 1e-3
+    user, agent = r.turns
+    assert user["start"] < ev["time"] and ev["time"] + ev["pause_s"] < user["end"]  # inside the question
+    # silence on both channels during the pause; user words on both sides of it; the agent answers after the end
+    assert _rms(r.audio[USER_CH], ev["time"] + 0.06, ev["time"] + ev["pause_s"] - 0.06) == 0.0
+    assert _rms(r.audio[AGENT_CH], 0, user["end"]) == 0.0
+    user_words = [w for w in r.words if w[3] == "user"]
+    assert any(w[2] <= ev["time"] for w in user_words) and any(w[1] >= ev["time"] + ev["pause_s"] for w in user_words)
+    assert [w[1] for w in r.words] == sorted(w[1] for w in r.words)
+    assert agent["start"] >= user["end"]
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="mid_pause_s"):
+        DuplexConfig(mid_pause_s=(1.0, 0.5))
     with pytest.raises(ValueError, match="interrupt_at"):
         DuplexConfig(interrupt_at=(0.5, 1.2))
     with pytest.raises(ValueError, match="gap_s"):
