@@ -28,9 +28,10 @@ AGENT_CH, USER_CH = 0, 1
 class DuplexConfig:
     lead_in_s: tuple[float, float] = (0.3, 1.2)  # silence before the first turn
     tail_s: tuple[float, float] = (0.4, 1.0)  # silence after the last turn
-    gap_s: tuple[float, float] = (0.15, 0.9)  # usual silence between turns
+    gap_s: tuple[float, float] = (0.15, 0.9)  # usual silence before a user turn
+    agent_gap_s: tuple[float, float] = (0.05, 0.4)  # the agent answers promptly (people: ~0.2 s; Moshi: 0.2-0.3 s)
     long_gap_s: tuple[float, float] = (0.9, 2.0)  # an occasional longer pause
-    p_long_gap: float = 0.15
+    p_long_gap: float = 0.15  # (before user turns only)
     p_overlap: float = 0.12  # a turn starts before the other speaker's turn has ended
     overlap_s: tuple[float, float] = (0.1, 0.5)
     sentence_pause_s: tuple[float, float] = (0.12, 0.35)  # between sentences of one turn
@@ -46,7 +47,7 @@ class DuplexConfig:
     user_rms_db: tuple[float, float] = (-27.0, -19.0)  # loudness of the user's speech, per dialogue
 
     def __post_init__(self):
-        for name in ("lead_in_s", "tail_s", "gap_s", "long_gap_s", "overlap_s", "sentence_pause_s",
+        for name in ("lead_in_s", "tail_s", "gap_s", "agent_gap_s", "long_gap_s", "overlap_s", "sentence_pause_s",
                      "interrupt_at", "reaction_s", "user_rms_db", "mid_pause_s"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -57,8 +58,8 @@ class DuplexConfig:
                 raise ValueError(f"{name} must be a probability, got {p}")
         if not (0.0 < self.interrupt_at[0] and self.interrupt_at[1] < 1.0):
             raise ValueError(f"interrupt_at must lie inside (0, 1), got {self.interrupt_at}")
-        if self.gap_s[0] < 0 or self.reaction_s[0] < 0 or self.fade_s < 0:
-            raise ValueError("gap_s, reaction_s and fade_s must be non-negative")
+        if self.gap_s[0] < 0 or self.agent_gap_s[0] < 0 or self.reaction_s[0] < 0 or self.fade_s < 0:
+            raise ValueError("gap_s, agent_gap_s, reaction_s and fade_s must be non-negative")
 
 
 @dataclass
@@ -150,7 +151,10 @@ def render(dialogue: Dialogue, user_voice: Voice, rng: np.random.Generator, conf
             events.append({"type": "overlap", "time": round(start, 3), "overlap_s": round(ov, 3),
                            "speaker": turn.speaker})
         else:
-            gap = rng.uniform(*(config.long_gap_s if rng.random() < config.p_long_gap else config.gap_s))
+            if turn.speaker == AGENT:
+                gap = rng.uniform(*config.agent_gap_s)
+            else:
+                gap = rng.uniform(*(config.long_gap_s if rng.random() < config.p_long_gap else config.gap_s))
             start = t_free + float(gap)
         rec["start"] = start
         placed.append(rec)
