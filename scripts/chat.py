@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
 
     from multistream.generate import Sampling
     from speech.audio import write_wav
-    from speech.chat import ChatSession, load_chat
+    from speech.chat import ChatSession, load_chat, plot_conversation
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,30 +102,9 @@ def run(args: argparse.Namespace) -> None:
             "said" if args.say else "input": args.say or args.inp, "text": whole, "pieces": pieces,
             "first_text_s": first_speech}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2))
-    plot(user, agent, pieces, codec.sample_rate, out.with_suffix(".png"))
+    plot_conversation(user, agent, pieces, codec.sample_rate, out.with_suffix(".png"))
     print(f"agent said: {whole!r}")
     print(f"wrote {out} (user | agent), {out.with_suffix('.json')}, {out.with_suffix('.png')}")
-
-
-def plot(user: np.ndarray, agent: np.ndarray, pieces: list[dict], sr: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = np.arange(len(user)) / sr
-    fig, axes = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True)
-    axes[0].plot(t, user, lw=0.4, color="tab:blue")
-    axes[0].set_ylabel("user")
-    axes[1].plot(t, agent, lw=0.4, color="tab:orange")
-    axes[1].set_ylabel("agent")
-    for p in pieces:
-        axes[1].text(p["t"], 0.9, p["piece"], fontsize=7, rotation=60, va="bottom",
-                     transform=axes[1].get_xaxis_transform())
-    axes[1].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ codebooks. Writes OUT.json, OUT.md (tables) and OUT.png (bar plots).
 import argparse
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -123,37 +122,18 @@ if args.heldout_real:
 
 
 # ---- intelligibility: an independent recognizer (pocketsphinx) on clean vs decoded speech ----------------------
-def words(text: str) -> list[str]:
-    return [w for w in re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split() if w]
-
-
-def edit_distance(a: list[str], b: list[str]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
-
+from speech.asr import Recognizer, edit_distance, words  # noqa: E402
 
 wer = None
 if args.wer_sentences:
-    from pocketsphinx import Decoder
-
-    from speech.audio import resample
     from speech.corpus import sentences
     from speech.tts import synthesize
     from speech.voices import AGENT_VOICE, user_voices
 
-    asr = Decoder(samprate=16000, logfn="/dev/null")  # the wheel's own en-us acoustic model, LM and dictionary
+    asr = Recognizer()  # the wheel's own en-us acoustic model, LM and dictionary
 
     def recognize(x: np.ndarray) -> str:
-        pcm = np.clip(np.round(resample(x, sr, 16000) * 32767), -32768, 32767).astype("<i2").tobytes()
-        asr.start_utt()
-        asr.process_raw(pcm, full_utt=True)
-        asr.end_utt()
-        hyp = asr.hyp()
-        return hyp.hypstr if hyp is not None else ""
+        return asr(x, sr)
 
     pool = [t for t in sentences("test", 2000, seed=0) if len(words(t)) >= args.wer_min_words]
     held_voices = user_voices("heldout")

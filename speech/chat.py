@@ -129,6 +129,32 @@ class ChatSession:
         return [m for m in (c.upsample, c.decoder_transformer, c.decoder, getattr(c, "hnr", None)) if m is not None]
 
 
+# ---- a picture of a conversation ----------------------------------------------------------------------------------
+def plot_conversation(user: np.ndarray, agent: np.ndarray, pieces: list[dict], sr: int, path: str | os.PathLike,
+                      title: str | None = None) -> None:
+    """Both waveforms, one above the other, with the monologue pieces ({"t": s, "piece": str}) over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(len(user)) / sr
+    fig, axes = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True)
+    axes[0].plot(t, user, lw=0.4, color="tab:blue")
+    axes[0].set_ylabel("user")
+    axes[1].plot(t, agent, lw=0.4, color="tab:orange")
+    axes[1].set_ylabel("agent")
+    for p in pieces:
+        axes[1].text(p["t"], 0.9, p["piece"], fontsize=7, rotation=60, va="bottom",
+                     transform=axes[1].get_xaxis_transform())
+    axes[1].set_xlabel("time (s)")
+    if title:
+        axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ---- chat checkpoints ----------------------------------------------------------------------------------------------
 CHAT_FILE = "chat.json"  # beside config.json + model.safetensors: which codec and text tokenizer the model speaks
 TOKENIZER_FILE = "tokenizer.model"

@@ -1,0 +1,144 @@
+"""The chat evaluation's measures (speech/chat_eval.py) on recorded dialogues and on agents made to fail them, the
+independent recognizer, and scripts/eval_chat.py as a process."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speech.chat_eval import FRAME_S, Live, analyse, answer_correct, audible, recorded_live, summarize
+from speech.dataset import make_item, read_item, read_manifest
+from speech.duplex import DuplexConfig
+
+from .conftest import HAVE_TTS
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not HAVE_TTS, reason="needs the Debian TTS packages (scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def recorded_dir(tmp_path_factory):
+    """Four training dialogues with mid-sentence pauses in every user question, a manifest and a tokenizer."""
+    from speech.corpus import corpus_text
+    from speech.dataset import DatasetConfig, write_manifest
+    from speech.text import TextTokenizer
+
+    d = tmp_path_factory.mktemp("eval_dialogues")
+    cfg = DatasetConfig(duplex=DuplexConfig(p_mid_pause=1.0, p_backchannel=0.0))
+    write_manifest(d / "train.jsonl", [make_item(d, "train", i, cfg) for i in range(4)])
+    TextTokenizer.train(corpus_text("train", 200, 0), 64, d / "tokenizer.model")
+    return d
+
+
+@pytest.fixture(scope="module")
+def recorded(recorded_dir):
+    return [read_item(r["path"]) for r in read_manifest(recorded_dir / "train.jsonl")]
+
+
+def test_answer_matching():
+    assert answer_correct("The capital of France is Paris.", " The capital of France is Paris.")
+    assert not answer_correct("The capital of France is Paris.", "The capital of France is Rome.")
+    assert answer_correct("That's twenty-one.", "it is twenty one")
+    assert answer_correct("On it.", "okay, on it")  # stopwords only: every word counts
+    assert not answer_correct("On it.", "")
+
+
+def test_recorded_dialogues_score_as_the_data_says(recorded):
+    analyses = [analyse(m, recorded_live(a, m, sr)) for a, sr, m in recorded]
+    s = summarize(analyses)
+    assert s["questions"] >= 4 and s["answer_correct"] >= 0.9
+    assert s["answered_share"] == 1.0
+    cfg = DuplexConfig()
+    # from the last word to the first audible frame: the turn's 120 ms tail + the data's gap + the agent's 50 ms
+    # lead-in, on 80 ms frames; negative where the agent overlapped the question's end
+    lat = [q["latency_s"] for an in analyses for q in an["questions"]]
+    assert all(-cfg.overlap_s[1] - FRAME_S <= x <= 0.2 + cfg.agent_gap_s[1] + 2 * FRAME_S for x in lat), lat
+    assert 0.0 < np.median(lat) < 0.45
+    assert s["pauses"] >= 2 and s["pause_takeover_rate"] == 0.0
+
+
+def test_failing_agents_fail_the_measures(recorded):
+    silent = [analyse(m, Live(np.zeros_like(a[0]), [], sr)) for a, sr, m in recorded]
+    s = summarize(silent)
+    assert s["answer_correct"] == 0.0 and s["answered_share"] == 0.0 and s["latency_median_s"] is None
+    assert s["pauses"] >= 2 and s["pause_takeover_rate"] == 0.0
+    # an agent that talks exactly in the user's pauses takes every one of them
+    rude = []
+    for a, sr, m in recorded:
+        x = np.zeros_like(a[0])
+        for e in m["events"]:
+            if e["type"] == "pause":
+                i, j = int((e["time"] + 0.1) * sr), int((e["time"] + e["pause_s"]) * sr)
+                x[i:j] = 0.1 * np.sin(np.arange(j - i) * 0.05)
+        rude.append(analyse(m, Live(x, [], sr)))
+    assert summarize(rude)["pause_takeover_rate"] == 1.0
+    # an agent that never stops talking ignores barge-ins, and its "answers" start before the questions end
+    loud = [analyse(m, Live(0.1 * np.ones_like(a[0]), [], sr)) for a, sr, m in recorded]
+    s = summarize(loud)
+    assert s["latency_median_s"] < 0 and s["audible_share"] == 1.0
+    if s["barge_ins"]:
+        assert s["barge_in_stop_rate"] == 0.0
+
+
+def test_audible_frames():
+    sr = 24000
+    x = np.zeros(sr, np.float32)
+    x[1920 * 3: 1920 * 5] = 0.05
+    assert audible(x, sr).nonzero()[0].tolist() == [3, 4]
+
+
+def test_recognizer_hears_clean_speech():
+    from speech.asr import Recognizer, wer
+    from speech.tts import synthesize
+    from speech.voices import AGENT_VOICE
+
+    text = "The capital of France is Paris."
+    s = synthesize(text, AGENT_VOICE)
+    asr = Recognizer()
+    e, n = wer(text, asr(s.audio, s.sample_rate))
+    assert n == 6 and e / n <= 0.5
+    other = synthesize("Seven times three is twenty-one.", AGENT_VOICE)
+    e2, _ = wer(text, asr(other.audio, other.sample_rate))
+    assert e2 > e + 2  # another sentence is heard as another sentence
+    with pytest.raises(ValueError, match="mono"):
+        asr(np.zeros((2, 100), np.float32), 24000)
+
+
+def test_eval_chat_script(recorded_dir, tmp_path):
+    """The whole evaluation on an untrained tiny chat model (its figures are meaningless; the path is not)."""
+    import torch
+
+    from multistream.checkpoint import save_checkpoint
+    from multistream.lm import RQTransformer
+    from multistream.presets import tiny
+    from speech.chat import save_chat_files
+    from speech.streams import MonologueText, chat_streams
+
+    from .conftest import make_codec
+
+    d = recorded_dir
+    codec = make_codec(tmp_path / "codec")
+    text = MonologueText(d / "tokenizer.model")
+    torch.manual_seed(0)
+    model = RQTransformer(tiny(chat_streams(codec, text))).eval()
+    save_checkpoint(tmp_path / "chat", model, model.cfg)
+    save_chat_files(tmp_path / "chat", tmp_path / "codec", d / "tokenizer.model")
+    cmd = [sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path / "chat"),
+           "--dialogues", str(d), "--split", "train", "--n", "2", "--batch", "2", "--rt-frames", "12",
+           "--asr-max", "2", "--examples", "1", "--max-seconds", "9",
+           "--out", str(tmp_path / "eval")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    rep = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert rep["dialogues"] == 2 and rep["recorded"]["answer_correct"] >= 0.9
+    assert rep["model"]["questions"] == rep["recorded"]["questions"] >= 1
+    assert set(rep["realtime"]) == {"fp32", "int8"} and rep["realtime"]["fp32"]["median"] > 0
+    assert rep["speech"] is not None and "answers correct" in (tmp_path / "eval" / "table.md").read_text()
+    assert len(list((tmp_path / "eval").glob("*.png"))) == 1
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "is not a chat checkpoint" in r.stderr
