@@ -29,7 +29,8 @@ class DuplexConfig:
     lead_in_s: tuple[float, float] = (0.3, 1.2)  # silence before the first turn
     tail_s: tuple[float, float] = (0.4, 1.0)  # silence after the last turn
     gap_s: tuple[float, float] = (0.15, 0.9)  # usual silence before a user turn
-    agent_gap_s: tuple[float, float] = (0.05, 0.4)  # the agent answers promptly (people: ~0.2 s; Moshi: 0.2-0.3 s)
+    agent_gap_s: tuple[float, float] = (0.0, 0.2)  # after the user turn's 120 ms tail: the agent answers ~0.25 s
+    # after the last word, as people do (~0.2 s; Moshi 0.2-0.3 s)
     long_gap_s: tuple[float, float] = (0.9, 2.0)  # an occasional longer pause
     p_long_gap: float = 0.15  # (before user turns only)
     p_overlap: float = 0.12  # a turn starts before the other speaker's turn has ended
