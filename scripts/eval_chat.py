@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=0.0,
                     help="stream only the first seconds of each dialogue (turns and events after it are dropped)")
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=250)
+    ap.add_argument("--top-k", type=int, default=250, help="audio sampling (Moshi: 0.8, 250)")
+    ap.add_argument("--text-temperature", type=float, default=0.7)
+    ap.add_argument("--text-top-k", type=int, default=25, help="monologue sampling (Moshi: 0.7, 25)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold-db", type=float, default=-40.0, help="audible agent frame: RMS above this (dBFS)")
     ap.add_argument("--rt-frames", type=int, default=150, help="frames timed for the real-time figure (0: skip)")
@@ -64,6 +66,7 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
     from multistream.generate import Sampling
     from speech.chat import ChatSession
     from speech.chat_eval import Live
+    from speech.streams import AGENT, TEXT
 
     s = codec.frame_size
     n = max(-(-len(u) // s) for u in users) + round(args.tail / 0.08)
@@ -73,7 +76,8 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
         user[i, : len(u)] = u
     agent = np.zeros_like(user)
     pieces: list[list] = [[] for _ in range(b)]
-    sampling = Sampling(temperature=args.temperature, top_k=args.top_k)
+    sampling = {TEXT: Sampling(temperature=args.text_temperature, top_k=args.text_top_k),
+                AGENT: Sampling(temperature=args.temperature, top_k=args.top_k)}
     with ChatSession(chat_model, codec, text, batch_size=b, sampling=sampling, seed=args.seed) as chat:
         for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False):
             out = chat.step(torch.from_numpy(user[:, t * s: (t + 1) * s]))
@@ -202,7 +206,9 @@ def run(args: argparse.Namespace) -> None:
                           codec.sample_rate, out / f"{name}.png", title=f"{name}: user (held-out voice) | agent")
     lines = [f"# Chat evaluation: {args.ckpt}", "",
              f"{len(items)} {args.split} dialogues ({model_sum['minutes']:.1f} min), streamed live; "
-             f"temperature {args.temperature}, top-k {args.top_k}; audible above {args.threshold_db} dBFS", "",
+             f"sampling: text {args.text_temperature}/top-{args.text_top_k}, "
+             f"audio {args.temperature}/top-{args.top_k}; "
+             f"audible above {args.threshold_db} dBFS", "",
              "| measure | model | recorded data | goal |", "|---|---|---|---|",
              f"| answers correct ({model_sum['questions']} questions) | {fmt(model_sum['answer_correct'], True)} | "
              f"{fmt(data_sum['answer_correct'], True)} | >= 90% |"]
@@ -240,7 +246,8 @@ def run(args: argparse.Namespace) -> None:
     examples = [{"dialogue": an["dialogue"], **q} for an in analyses for q in an["questions"]][:20]
     report = {"ckpt": str(args.ckpt), "split": args.split, "dialogues": len(items), "model": model_sum,
               "recorded": data_sum, "speech": speech, "realtime": rt, "threads": torch.get_num_threads(),
-              "sampling": {"temperature": args.temperature, "top_k": args.top_k}, "questions": examples}
+              "sampling": {"text": [args.text_temperature, args.text_top_k], "audio": [args.temperature, args.top_k]},
+              "questions": examples}
     from multistream.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "eval.json", report, indent=2)
