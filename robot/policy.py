@@ -125,12 +125,14 @@ def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
     return StreamSet(tuple(specs))
 
 
-def model_config(cfg: PolicyConfig, streams: StreamSet) -> LMConfig:
+def model_config(cfg: PolicyConfig, streams: StreamSet, dropout: float = 0.0) -> LMConfig:
+    """`dropout`: a training setting (both transformers; inactive in eval mode), not part of the policy files."""
     return LMConfig(
         streams=streams,
         temporal=TransformerConfig(d_model=cfg.d_model, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                                   context=cfg.context),
-        depth=TransformerConfig(d_model=cfg.depth_d_model, num_layers=cfg.depth_layers, num_heads=4),
+                                   context=cfg.context, dropout=dropout),
+        depth=TransformerConfig(d_model=cfg.depth_d_model, num_layers=cfg.depth_layers, num_heads=4,
+                                dropout=dropout),
     )
 
 
