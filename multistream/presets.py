@@ -37,6 +37,16 @@ def tiny(streams: StreamSet) -> LMConfig:
     )
 
 
+def base(streams: StreamSet) -> LMConfig:
+    """Between tiny and small: what two CPU cores train in a few hours (the committed chat model's size). The
+    temporal context (10 s) equals the training window, so a long conversation keeps a flat step cost."""
+    return LMConfig(
+        streams=streams,
+        temporal=TransformerConfig(d_model=256, num_layers=4, num_heads=4, context=125),
+        depth=TransformerConfig(d_model=128, num_layers=2, num_heads=4),
+    )
+
+
 def small(streams: StreamSet | None = None) -> LMConfig:
     streams = streams or moshi_streams(text_vocab=8000)
     return LMConfig(
@@ -58,4 +68,4 @@ def moshi_7b(streams: StreamSet | None = None) -> LMConfig:
     )
 
 
-PRESETS = {"tiny": tiny, "small": small, "moshi_7b": moshi_7b}
+PRESETS = {"tiny": tiny, "base": base, "small": small, "moshi_7b": moshi_7b}

@@ -1,8 +1,8 @@
 """usage: python scripts/train_chat.py --store data/chat/dialogues-codec_tiny.zarr --phase text --out runs/chat_text
        python scripts/train_chat.py --store ... --phase dialogue --init runs/chat_text/checkpoint --out runs/chat
-                                    [--preset tiny|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
+                                    [--preset tiny|base|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
                                     [--acoustic-delay 1] [--semantic-weight 100] [--pad-weight 0.5]
-                                    [--minutes M] [--device cpu|cuda] [--resume]
+                                    [--minutes M] [--device cpu|cuda] [--precision auto|fp32|bf16] [--resume]
 
 Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Trainer:
   phase text      text-only pretraining on written text stating every fact of the knowledge base
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--phase", required=True, choices=["text", "dialogue"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--init", default=None, help="checkpoint to start from (the text phase's, for phase dialogue)")
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "base", "small"])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--window", type=int, default=125, help="frames per training window (125 = 10 s)")
@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 autocast on CUDA, fp32 on CPU (bf16 autocast is ~10x slower than fp32 for these "
+                         "layer sizes on this CPU: measured 0.65 s vs 7.8 s per base-preset step of 4 x 125 frames)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget; checkpoint and stop when spent")
     ap.add_argument("--resume", action="store_true")
@@ -97,7 +100,9 @@ def run(args: argparse.Namespace) -> None:
     print(f"chat model ({args.preset}): {model.num_parameters() / 1e6:.2f} M parameters; phase {args.phase}; "
           f"codec {codec.fingerprint}, text {text.fingerprint}")
     # a fixed warmup: min(100, steps) would change the schedule when a resume raises --steps
-    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100,
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.startswith("cuda"))
+    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100, autocast=bf16,
                      ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
                      max_minutes=args.minutes)
     run_info = {"phase": args.phase, "batch": args.batch, "window": args.window, "text_share": args.text_share,
