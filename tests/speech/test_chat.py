@@ -180,3 +180,26 @@ def test_conv_row_reset_equals_a_fresh_stream(pad_mode):
     with torch.no_grad():
         fresh = conv(x[1:, :, 16:])  # one-shot call on the new stream alone
     torch.testing.assert_close(got[1:], fresh)
+
+
+def test_export_chat_makes_a_compact_checkpoint_that_loads(chat_ckpt, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from speech.chat import load_chat
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "export_chat.py"), "--run", str(chat_ckpt), "--out",
+                        str(tmp_path / "exported")], capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "argmax agreement" in r.stdout
+    src = (chat_ckpt / "model.safetensors").stat().st_size
+    assert (tmp_path / "exported" / "model.safetensors").stat().st_size < 0.6 * src  # bf16: about half
+    model, codec, text = load_chat(tmp_path / "exported")
+    ref, _, _ = load_chat(chat_ckpt)
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert a.dtype == b.dtype and torch.allclose(a, b, rtol=1e-2, atol=1e-2), k
+    r = subprocess.run([sys.executable, str(root / "scripts" / "export_chat.py"), "--run", str(tmp_path / "none"),
+                        "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=root, timeout=300)
+    assert r.returncode != 0 and "export_chat.py: error:" in r.stderr
