@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--no-asr", action="store_true", help="skip the recognizer (speech figures)")
     ap.add_argument("--asr-max", type=int, default=200, help="answers judged by the recognizer at most")
     ap.add_argument("--examples", type=int, default=3, help="conversations written as wav + png")
+    ap.add_argument("--store", default=None,
+                    help="the tokenized dialogues (tokenize_dialogues.py): adds the teacher-forced loss per split "
+                         "(train vs held-out: how much the model memorized)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None, help="output folder (default CKPT/eval)")
     args = ap.parse_args()
@@ -142,6 +145,33 @@ def speech_wer(lives, analyses, asr, sample_rate: int, limit: int) -> dict:
     return out
 
 
+def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch: int = 8) -> dict:
+    """Mean teacher-forced loss and accuracy per predicted stream on random windows of each split."""
+    import torch
+
+    from multistream.loss import lm_loss
+    from multistream.store import EpisodeStore
+    from speech.chat_data import dialogue_batch_fn
+
+    store = EpisodeStore.open(store_path)
+    res = {}
+    for split in ("train", "valid", "test"):
+        try:
+            fn = dialogue_batch_fn(store, model.streams, codec, text, 125, batch, split=split, seed=1234)
+        except ValueError:
+            continue  # the store has no dialogues of this split
+        tot: dict[str, float] = {}
+        with torch.no_grad():
+            for i in range(batches):
+                out = lm_loss(model(fn(i, 0, 0, 1)), model.streams)
+                for k, v in out.per_stream.items():
+                    tot[f"loss {k}"] = tot.get(f"loss {k}", 0.0) + v / batches
+                for k, v in out.accuracy.items():
+                    tot[f"acc {k}"] = tot.get(f"acc {k}", 0.0) + v / batches
+        res[split] = tot
+    return res
+
+
 def fmt(v, pct=False):
     if v is None:
         return "-"
@@ -198,6 +228,7 @@ def run(args: argparse.Namespace) -> None:
         user0 = items[0][0][1]
         rt["fp32"] = realtime(model, codec, text, user0, args.rt_frames)
         rt["int8"] = realtime(quantize_int8(model), codec, text, user0, args.rt_frames)
+    tf = teacher_forced(model, codec, text, args.store) if args.store else None
     for (a, m), live in list(zip(items, lives, strict=True))[: args.examples]:
         n = min(a.shape[1], len(live.agent))
         name = m["dialogue_id"]
@@ -241,11 +272,17 @@ def run(args: argparse.Namespace) -> None:
     for k, v in rt.items():
         lines.append(f"| loop cost / 80 ms, {k}, 1 conversation (median / p99) | {v['median']:.3f} / "
                      f"{v['p99']:.3f} | | <= 0.5 |")
+    if tf:
+        lines += ["", "Teacher-forced on random 10 s windows of each split (loss / accuracy per predicted stream):", "",
+                  "| split | " + " | ".join(next(iter(tf.values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(tf.values())))]
+        lines += [f"| {sp} | " + " | ".join(f"{v:.3f}" for v in d.values()) + " |" for sp, d in tf.items()]
     table = "\n".join(lines) + "\n"
     print(table)
     examples = [{"dialogue": an["dialogue"], **q} for an in analyses for q in an["questions"]][:20]
     report = {"ckpt": str(args.ckpt), "split": args.split, "dialogues": len(items), "model": model_sum,
-              "recorded": data_sum, "speech": speech, "realtime": rt, "threads": torch.get_num_threads(),
+              "recorded": data_sum, "speech": speech, "realtime": rt, "teacher_forced": tf,
+              "threads": torch.get_num_threads(),
               "sampling": {"text": [args.text_temperature, args.text_top_k], "audio": [args.temperature, args.top_k]},
               "questions": examples}
     from multistream.atomic import atomic_write_json, atomic_write_text

@@ -125,9 +125,13 @@ def test_eval_chat_script(recorded_dir, tmp_path):
     model = RQTransformer(tiny(chat_streams(codec, text))).eval()
     save_checkpoint(tmp_path / "chat", model, model.cfg)
     save_chat_files(tmp_path / "chat", tmp_path / "codec", d / "tokenizer.model")
+    from speech.tokenize import tokenize_dialogues
+
+    tokenize_dialogues(d, codec, text, tmp_path / "store.zarr", splits=("train",), progress=False)
     cmd = [sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path / "chat"),
+           "--store", str(tmp_path / "store.zarr"),
            "--dialogues", str(d), "--split", "train", "--n", "2", "--batch", "2", "--rt-frames", "12",
-           "--asr-max", "2", "--examples", "1", "--max-seconds", "9",
+           "--asr-max", "2", "--examples", "1", "--max-seconds", "9", "--threads", "1",
            "--out", str(tmp_path / "eval")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -139,6 +143,8 @@ def test_eval_chat_script(recorded_dir, tmp_path):
     assert set(rep["realtime"]) == {"fp32", "int8"} and rep["realtime"]["fp32"]["median"] > 0
     assert rep["speech"] is not None and "answers correct" in (tmp_path / "eval" / "table.md").read_text()
     assert len(list((tmp_path / "eval").glob("*.png"))) == 1
+    tf = rep["teacher_forced"]["train"]  # an untrained model: about uniform over the vocabularies
+    assert set(tf) == {"loss text", "loss audio.agent", "acc text", "acc audio.agent"} and tf["loss text"] > 1.0
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and "is not a chat checkpoint" in r.stderr
