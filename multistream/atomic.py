@@ -24,6 +24,15 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, briefly, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable (best effort: some filesystems refuse to open directories)."""
     with contextlib.suppress(OSError):
@@ -45,6 +54,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -121,11 +131,14 @@ def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -
     recover_dir(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         write(tmp)
         for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+                if f.stat().st_mode & 0o777 == 0o600:  # a file the writer made with mkstemp
+                    os.chmod(f, 0o666 & ~_umask())
         _fsync_dir(tmp)
         os.replace(tmp, _new_name(target))
     except BaseException:

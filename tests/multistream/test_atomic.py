@@ -92,3 +92,26 @@ def test_refuses_a_file_where_the_directory_goes(tmp_path):
     (tmp_path / "ck").write_text("not a dir")
     with pytest.raises(NotADirectoryError, match="a file of that name exists"):
         atomic_write_dir(tmp_path / "ck", lambda d: None)
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from multistream.atomic import atomic_write_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+
+        def write(d):
+            atomic_write_text(d / "b.txt", "y")
+            (d / "c.txt").write_text("z")
+
+        atomic_write_dir(tmp_path / "dir", write)
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.txt") == 0o644  # not mkstemp's 0600
+    assert mode(tmp_path / "dir") == 0o755  # not mkdtemp's 0700
+    assert mode(tmp_path / "dir" / "b.txt") == mode(tmp_path / "dir" / "c.txt") == 0o644
