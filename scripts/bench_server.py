@@ -1,11 +1,12 @@
-"""usage: python scripts/bench_server.py [--ckpt CHAT_CKPT] [--clients 1 2 4 8] [--seconds 60] [--threads 0]
-                                     [--out runs/bench_server.json]
+"""usage: python scripts/bench_server.py [--ckpt checkpoints/chat | --untrained] [--clients 1 2 4 8] [--seconds 60]
+                                     [--threads 0] [--out runs/bench_server.json]
 
 Load test of the chat server on loopback: for each N, a server with N rows and N simulated clients that stream
 audio in real time (80 ms per frame) for --seconds, all in one process. Reports per tick (one batched step of all
 N conversations) the compute time p50/p99 and its ratio to the 80 ms frame, ticks over 80 ms, frames the clients
-sent late or received short, and the process CPU use. Without --ckpt the model is the `tiny` preset with an untrained
-codec (protocol/throughput only). Prints a table, writes JSON.
+sent late or received short, and the process CPU use. The model is the committed chat checkpoint unless --ckpt names
+another; --untrained uses the `tiny` preset with an untrained codec (protocol/throughput only). Prints a table,
+writes JSON.
 """
 
 import argparse
@@ -22,7 +23,9 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=None, help="chat checkpoint (default: untrained tiny model)")
+    ap.add_argument("--ckpt", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "chat"),
+                    help="chat checkpoint (default: the committed one)")
+    ap.add_argument("--untrained", action="store_true", help="an untrained tiny model instead of --ckpt")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=0)
@@ -34,7 +37,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, codec, text, label = load(args.ckpt)
+    model, codec, text, label = load(None if args.untrained else args.ckpt)
     rows = [asyncio.run(run_one(model, codec, text, n, args.seconds)) for n in args.clients]
     print(f"chat server load test: {label}; {args.seconds:g} s per N; torch threads {torch.get_num_threads()}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")

@@ -1,5 +1,5 @@
-"""usage: python scripts/serve.py [--ckpt CHAT_CKPT] [--host 127.0.0.1] [--port 8998] [--max-sessions 4]
-                              [--token SECRET] [--temperature 0.8] [--threads 0]
+"""usage: python scripts/serve.py [--ckpt checkpoints/chat] [--host 127.0.0.1] [--port 8998] [--max-sessions 4]
+                              [--token SECRET] [--temperature 0.8] [--text-temperature 0.7] [--threads 0]
 
 Serves the chat model: the web client at http://HOST:PORT/ and conversations over the WebSocket at /ws (protocol in
 docs/server.md). All live conversations are stepped together, one batched model step per 80 ms tick; one more than
@@ -9,17 +9,23 @@ must add ?token=SECRET.
 
 import argparse
 import sys
+from pathlib import Path
+
+DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "chat"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="chat checkpoint (scripts/train_chat.py output, OUT/checkpoint)")
+    ap.add_argument("--ckpt", default=str(DEFAULT_CKPT),
+                    help="chat checkpoint (default: the committed one; or scripts/train_chat.py's OUT/checkpoint)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8998)
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--token", default=None)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=250)
+    ap.add_argument("--top-k", type=int, default=250, help="audio sampling (Moshi: 0.8, 250)")
+    ap.add_argument("--text-temperature", type=float, default=0.7)
+    ap.add_argument("--text-top-k", type=int, default=25, help="monologue sampling (Moshi: 0.7, 25)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -33,6 +39,7 @@ def main() -> None:
     from multistream.generate import Sampling
     from speech.chat import ChatSession, load_chat
     from speech.server import ChatServer
+    from speech.streams import AGENT, TEXT
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,7 +48,8 @@ def main() -> None:
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"serve.py: error: {e}")
     session = ChatSession(model, codec, text, batch_size=args.max_sessions,
-                          sampling=Sampling(temperature=args.temperature, top_k=args.top_k), seed=args.seed)
+                          sampling={TEXT: Sampling(args.text_temperature, args.text_top_k),
+                                    AGENT: Sampling(args.temperature, args.top_k)}, seed=args.seed)
     server = ChatServer(session, token=args.token)
     print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (up to {args.max_sessions} conversations)")
     web.run_app(server.app, host=args.host, port=args.port, print=None)
