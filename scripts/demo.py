@@ -1,118 +1,180 @@
-"""usage: python scripts/demo.py [--out runs/demo] [--steps 300] [--fresh]
+"""usage: python scripts/demo.py [--out runs/demo] [--chat checkpoints/chat] [--policy checkpoints/policy_touch]
+                           [--questions 4] [--episodes 6] [--task touch] [--threads 1]
 
-End-to-end demo of the multistream engine on the toy task (multistream/toy.py):
-  1. writes toy episodes (an input stream `src`, a predicted stream `out`) to a zarr episode store;
-  2. trains the `tiny` RQ-Transformer on random windows of it (bf16 autocast, checkpoints, loss plot);
-  3. measures held-out token accuracy with the training forward;
-  4. streams held-out episodes through `Generator.step()` one 80 ms frame at a time, greedy, and prints what the
-     model produced next to what the rule says, with the step time as a share of the frame.
-Re-running resumes (or skips) training; --fresh starts over. The demo marks the directory it makes (a
-`.multistream-demo` file): --fresh deletes only a marked directory, and an --out holding anything else is refused.
+The project's two jobs on its committed checkpoints, in about two minutes on two CPU cores:
+
+  1. chat: held-out spoken questions (test-split questions, each synthesized by a held-out user voice the model
+     never heard) are streamed live into the duplex chat model, 80 ms at a time, followed by silence. For each:
+     the question, the agent's inner monologue, what an independent recognizer (pocketsphinx) hears in the
+     agent's audio, and the latency from the end of the question to the agent's first audible frame.
+     OUT/chat_<k>.wav (stereo: user | agent) and OUT/chat_<k>.png.
+  2. robot: the commanded policy runs episodes on held-out seeds in MuJoCo, closed loop at 12.5 Hz, with the
+     env's typed command (training phrasings; eval_policy.py measures held-out ones); success and length per
+     episode, and OUT/robot_<task>_<seed>.gif of each episode.
+
+Numbers printed here are a few samples; the measured figures are in checkpoints/*/README.md
+(scripts/eval_chat.py, scripts/eval_policy.py). The toy engine demo is scripts/demo_toy.py.
 """
 
 import argparse
-import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from multistream.data import episode_to_arrays, store_batch_fn
-from multistream.generate import Generator, Sampling
-from multistream.lm import RQTransformer
-from multistream.loss import lm_loss
-from multistream.presets import tiny
-from multistream.store import EpisodeStore
-from multistream.toy import COPY_LAG, toy_batch, toy_streams
-from multistream.trainer import TrainConfig, Trainer
-
-FRAME_RATE = 12.5
-WINDOW = 32  # frames per training window (2.56 s)
-MARKER = ".multistream-demo"  # written into --out by the demo: only a marked directory is ever deleted
-
-
-def prepare_out(out: Path, fresh: bool) -> None:
-    """Create (or, with fresh, recreate) the demo's directory; refuse a file or a directory the demo did not make."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a directory")
-    ours = (out / MARKER).is_file()
-    if out.is_dir() and not ours and any(out.iterdir()):
-        raise ValueError(f"--out {out} holds files the demo did not make (no {MARKER} marker); it is left untouched: "
-                         "pass a new or empty directory")
-    if fresh and ours:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by scripts/demo.py; --fresh deletes this directory\n")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/demo")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--episodes", type=int, default=200)
-    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--chat", default=str(ROOT / "checkpoints" / "chat"), help="chat checkpoint")
+    ap.add_argument("--policy", default=str(ROOT / "checkpoints" / "policy_touch"), help="policy checkpoint")
+    ap.add_argument("--questions", type=int, default=4)
+    ap.add_argument("--episodes", type=int, default=6)
+    ap.add_argument("--task", default="touch", help="the policy's task (touch, push, pick_place)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0: torch's default); one is fastest for these small models")
     args = ap.parse_args()
-    for name in ("steps", "episodes"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.questions < 0 or args.episodes < 0:
+        ap.error("--questions and --episodes must be >= 0")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
-        prepare_out(out, args.fresh)
-    except ValueError as e:
+        t0 = time.time()
+        if args.questions:
+            chat_demo(Path(args.chat), out, args.questions, args.seed)
+        if args.episodes:
+            robot_demo(Path(args.policy), out, args.episodes, args.task)
+        print(f"\ndemo done in {time.time() - t0:.0f} s; files in {out}/")
+    except (ValueError, FileNotFoundError) as e:
         sys.exit(f"demo.py: error: {e}")
-    streams = toy_streams()
 
-    store_path = out / "toy.zarr"
-    if not store_path.exists():
-        print(f"[1/4] writing {args.episodes} toy episodes to {store_path}")
-        tmp = out / "toy.zarr.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        store = EpisodeStore.create(tmp, fps=FRAME_RATE, attrs={"task": "toy copy/mix"})
-        eps = toy_batch(args.episodes, 64, seed=0)
-        for i in range(args.episodes):
-            store.append_episode(episode_to_arrays({k: v[i] for k, v in eps.items()}, streams))
-        tmp.rename(store_path)
-    store = EpisodeStore.open(store_path)
-    print(f"[1/4] {store}")
 
-    print(f"[2/4] training tiny for {args.steps} steps -> {out / 'checkpoint'}")
-    cfg = tiny(streams)
-    torch.manual_seed(0)
-    model = RQTransformer(cfg)
-    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=3e-3, warmup_steps=20, weight_decay=0.0,
-                     ckpt_every=100)
-    Trainer(model, cfg, tc, store_batch_fn(store, streams, window=WINDOW, batch_size=32, frame_rate=cfg.frame_rate),
-            lambda m, b: lm_loss(m(b), streams)).fit()
-    print(f"      loss plot: {out / 'loss.png'}, metrics: {out / 'metrics.jsonl'}")
-    print("      (the training loss floors near 3/64 * ln 16 = 0.13: in a window cut from the middle of an episode the")
-    print("      first frames copy sources that lie before the window, which no model can know)")
+def held_out_questions(n: int) -> list[tuple[str, str, str]]:
+    """(intent, question, reference answer): the first test-split question of each intent, then more."""
+    from speech.chat_eval import QA_ACTS
+    from speech.corpus import dialogue
 
-    model.eval()
-    held = toy_batch(64, WINDOW, seed=424242)  # episodes never seen in training, as long as a training window
-    with torch.no_grad():
-        acc = lm_loss(model(held), streams).accuracy["out"]
-    print(f"[3/4] held-out token accuracy (training forward): {acc:.2%}")
+    seen, rest = [], []
+    for i in range(200):
+        d = dialogue("test", 0, i)
+        for q, a in zip(d.turns, d.turns[1:], strict=False):
+            if q.speaker == "user" and q.act in QA_ACTS and a.speaker == "agent" and not q.interrupt:
+                item = (q.act, q.text, a.text)
+                (seen if q.act not in {s[0] for s in seen} else rest).append(item)
+        if len(seen) >= n:
+            break
+    return (seen + rest)[:n]
 
-    print("[4/4] streaming, one frame per step (greedy):")
-    src, want = held["src"][:4], held["out"][:4]
-    got, times = [], []
-    with Generator(model, batch_size=4, sampling=Sampling(temperature=0.0)) as gen:
-        for t in range(src.shape[2]):
+
+def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
+    import torch
+
+    from multistream.generate import Sampling
+    from speech.asr import Recognizer
+    from speech.audio import resample, write_wav
+    from speech.chat import ChatSession, load_chat, plot_conversation
+    from speech.chat_eval import answer_correct, audible
+    from speech.streams import AGENT, TEXT
+    from speech.tts import synthesize
+    from speech.voices import user_voices
+
+    ckpt = ckpt / "checkpoint" if (ckpt / "checkpoint").is_dir() else ckpt
+    if not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"no chat checkpoint at {ckpt} (train one: docs/chat.md)")
+    print(f"== chat: {ckpt}")
+    model, codec, text = load_chat(ckpt)
+    sr, fs = codec.sample_rate, codec.frame_size
+    voices = user_voices("heldout")
+    qs = held_out_questions(n)
+    users, ends = [], []
+    for k, (_act, q, _a) in enumerate(qs):
+        syn = synthesize(q, voices[k % len(voices)])
+        audio = syn.audio if syn.sample_rate == sr else resample(syn.audio, syn.sample_rate, sr)
+        lead = np.zeros(int(0.5 * sr), np.float32)
+        users.append(np.concatenate([lead, audio.astype(np.float32)]))
+        ends.append(0.5 + syn.words[-1][2])
+    n_frames = max(-(-len(u) // fs) for u in users) + round(4.0 / 0.08)
+    user = np.zeros((len(qs), n_frames * fs), np.float32)
+    for k, u in enumerate(users):
+        user[k, : len(u)] = u
+    agent = np.zeros_like(user)
+    pieces: list[list] = [[] for _ in qs]
+    sampling = {TEXT: Sampling(0.7, 25), AGENT: Sampling(0.8, 250)}
+    cost = []
+    with ChatSession(model, codec, text, batch_size=len(qs), sampling=sampling, seed=seed) as chat:
+        for t in range(n_frames):
             t0 = time.perf_counter()
-            o = gen.step({"src": src[:, :, t]})
-            times.append(time.perf_counter() - t0)
-            got.append(o.tokens["out"])
-    got_t = torch.stack(got, dim=2)  # [B, 2, T]
-    print("      frame  src(cb0,cb1)  model out(cb0,cb1)  rule out(cb0,cb1)")
-    for t in range(8):
-        print(f"      {t:5d}  ({src[0, 0, t]:2d},{src[0, 1, t]:2d})       ({got_t[0, 0, t]:2d},{got_t[0, 1, t]:2d})"
-              f"             ({want[0, 0, t]:2d},{want[0, 1, t]:2d})")
-    ok = (got_t[:, :, COPY_LAG:] == want[:, :, COPY_LAG:]).float().mean().item()
-    step_ms = statistics.median(times) * 1000
-    print(f"      streamed accuracy {ok:.2%}; median step {step_ms:.2f} ms = {step_ms / (1000 / FRAME_RATE):.1%} of "
-          f"an 80 ms frame (batch 4)")
+            step = chat.step(torch.from_numpy(user[:, t * fs: (t + 1) * fs]))
+            cost.append(time.perf_counter() - t0)
+            agent[:, t * fs: (t + 1) * fs] = step.agent_pcm.numpy()
+            for k, p in enumerate(step.text):
+                if p is not None:
+                    pieces[k].append((round(t * 0.08, 2), p))
+    asr = Recognizer()
+    for k, (act, q, ref) in enumerate(qs):
+        said = "".join(p for _, p in pieces[k]).strip()
+        act_frames = audible(agent[k], sr)
+        first = next((f for f in range(int(ends[k] / 0.08), len(act_frames)) if act_frames[f]), None)
+        latency = "no audible answer" if first is None else f"{first * 0.08 - ends[k]:+.2f} s"
+        heard = asr(agent[k, int(ends[k] * sr):], sr)
+        print(f"\n[{k + 1}] {act} question ({voices[k % len(voices)].name}): {q}")
+        print(f"    agent monologue: {said!r}")
+        print(f"    recognizer hears the agent say: {heard!r}")
+        print(f"    reference answer: {ref!r} -> {'correct' if answer_correct(ref, said) else 'not correct'}; "
+              f"latency {latency}")
+        write_wav(out / f"chat_{k + 1}.wav", np.stack([user[k], agent[k]]), sr)
+        plot_conversation(user[k], agent[k], [{"t": t, "piece": p} for t, p in pieces[k]], sr,
+                          out / f"chat_{k + 1}.png", title=f"{q}  ->  {said}")
+    c = np.array(cost[10:]) / 0.08
+    print(f"\nloop cost (encode + step + decode, {len(qs)} conversations in one batch): median "
+          f"{np.median(c):.2f} x the 80 ms frame")
+
+
+def robot_demo(ckpt: Path, out: Path, n: int, task: str) -> None:
+    import gymnasium as gym
+
+    import envs
+    from envs.base import EnvConfig
+    from robot.policy import Policy
+
+    ckpt = ckpt / "checkpoint" if (ckpt / "checkpoint").is_dir() else ckpt
+    if not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {ckpt} (train one: docs/robot.md)")
+    print(f"\n== robot: {ckpt}")
+    policy = Policy.load(ckpt)
+    seeds = [1000 + i for i in range(n)]
+    results = policy.rollout(task, seeds, split="train", batch_size=n)  # held-out phrasings: eval_policy.py
+    for r in results:
+        print(f"  seed {r['seed']}: {r['command']!r:45s} -> {'success' if r['success'] else 'failure'} "
+              f"after {r['length']} frames ({r['length'] * 0.08:.1f} s)")
+        # the envs are deterministic: replaying the seed and the actions shows the episode the policy ran
+        env = gym.make(envs.TASK_IDS[task], config=EnvConfig(instruction_split="train"), render_mode="rgb_array")
+        env.reset(seed=r["seed"])
+        frames = [env.render()]
+        for a in r["actions"]:
+            env.step(a)
+            frames.append(env.render())
+        env.close()
+        save_gif(frames, out / f"robot_{task}_{r['seed']}.gif")
+    ok = sum(r["success"] for r in results)
+    t = policy.last_timing
+    print(f"  {ok}/{len(results)} succeeded; a batched frame of {t['batch']} envs costs "
+          f"{1000 * t['median_frame_s']:.1f} ms = {t['median_frame_s'] / 0.08:.0%} of the 80 ms frame")
+
+
+def save_gif(frames: list, path: Path) -> None:
+    from PIL import Image
+
+    imgs = [Image.fromarray(np.asarray(f)) for f in frames[::2]]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=160, loop=0)
 
 
 if __name__ == "__main__":
