@@ -22,7 +22,7 @@ def _script(name: str):
 
 
 def test_demo_fresh_deletes_only_its_own_directory(tmp_path):
-    demo = _script("demo")
+    demo = _script("demo_toy")
     mine = tmp_path / "thesis"
     mine.mkdir()
     (mine / "chapter1.tex").write_text("years of work")

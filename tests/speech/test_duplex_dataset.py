@@ -81,8 +81,9 @@ def test_interruption_stops_the_agent_within_the_reaction_time(espeak_user):
     full = _dialogue(True).turns[1].text.split()
     said = agent_turn["spoken"].split()
     assert 0 < len(said) < len(full) and said == full[: len(said)]
-    agent_words = [w for w in r.words if w[3] == "agent" and w[1] < ev["agent_stop"]]
-    assert all(e <= ev["agent_stop"] + 1e-6 for _, _, e, _ in agent_words)
+    # (the agent's next turn may start right at the stop: the answer gap can be 0)
+    agent_words = [w for w in r.words if w[3] == "agent" and w[1] < min(ev["agent_stop"], r.turns[3]["start"])]
+    assert all(e <= ev["agent_stop"] + 5e-4 for _, _, e, _ in agent_words)  # the event is rounded to 1 ms
 
 
 def test_backchannels_and_overlaps(espeak_user):
