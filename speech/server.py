@@ -12,9 +12,11 @@ Protocol (version 1; docs/server.md). Every WebSocket message is binary, its fir
 The server owns one `ChatSession` with `max_sessions` rows. A new conversation takes a free row (reset, so it
 starts fresh); one more than `max_sessions` gets ERROR "busy" at once. Every tick takes 1920 samples from each live
 conversation's input buffer (silence when the client is late: counted as a late frame), steps all rows in one call
-and sends each its agent frame and text. Buffers are bounded: a client more than MAX_BUFFER_S ahead of real time,
-a malformed, oversized or out-of-order message, no handshake within HANDSHAKE_TIMEOUT_S, or no audio for
-IDLE_TIMEOUT_S ends that conversation with an ERROR; the others and the server go on.
+and sends each its agent frame and text. Buffers are bounded: a client more than MAX_BUFFER_S ahead of the wall
+clock is refused, and when the server itself falls behind real time the oldest buffered audio is dropped (counted
+per conversation) so the buffer stays bounded. A client too far ahead, a malformed, oversized or out-of-order
+message, no handshake within HANDSHAKE_TIMEOUT_S, or no audio for IDLE_TIMEOUT_S ends that conversation with an
+ERROR; the others and the server go on.
 
 Dimension legend: B rows (conversations), S samples per frame.
 """
@@ -59,6 +61,9 @@ class Conversation:
     frames: int = 0  # ticks served
     late: int = 0  # ticks with less than a frame of user audio buffered
     last_audio: float = dataclasses.field(default_factory=time.monotonic)
+    started: float | None = None  # wall clock of the first audio message
+    received: int = 0  # bytes of user audio received
+    dropped: int = 0  # bytes of the oldest user audio dropped because the server fell behind real time
     active: bool = False  # stepped by the tick loop (after the handshake and the row's reset)
     pending_reset: bool = False  # the tick loop resets the row before its first step (the only session caller)
     closed: bool = False
@@ -200,9 +205,18 @@ class ChatServer:
                                                  "(1 s) per message")
             if len(payload) % 2:
                 raise ProtocolError("malformed", f"audio payload of {len(payload)} bytes is not whole 16-bit samples")
-            if len(conv.buffer) + len(payload) > max_buffer:
+            now = time.monotonic()
+            if conv.started is None:
+                conv.started = now
+            conv.received += len(payload)
+            # the client's pace is judged by the wall clock: a slow server must not blame a real-time client
+            if conv.received / 2 / self.codec.sample_rate - (now - conv.started) > MAX_BUFFER_S:
                 raise ProtocolError("too_fast", f"more than {MAX_BUFFER_S:g} s of audio ahead of real time")
             conv.buffer += payload
+            if len(conv.buffer) > max_buffer:  # the server fell behind: keep the newest audio, bounded
+                extra = len(conv.buffer) - max_buffer
+                del conv.buffer[:extra]
+                conv.dropped += extra
             self.peak_buffer = max(self.peak_buffer, len(conv.buffer))
             conv.last_audio = time.monotonic()
 

@@ -3,6 +3,7 @@ that end their own conversation while the others go on."""
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import numpy as np
@@ -267,3 +268,35 @@ def test_fuzzed_clients_never_hurt_the_server_or_a_good_conversation(parts):
     assert status["max_sessions"] == 4 and status["ticks"] > 0
     assert peak_buffer <= MAX_BUFFER_S * 24000 * 2
     assert grew_mb < 200, grew_mb
+
+
+def test_a_slow_server_does_not_blame_a_real_time_client(parts):
+    """When the server falls behind real time (here: a model 5x slower than real time), a client sending at
+    real-time pace is not refused as too fast; the oldest buffered audio is dropped and the buffer stays bounded."""
+    from speech.server import MAX_BUFFER_S
+
+    async def run(url, server):
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await handshake(ws)
+            await asyncio.sleep(0.3)
+            step = server.session.step
+
+            def slow_step(pcm):  # a model that takes 0.4 s per 80 ms frame
+                time.sleep(0.4)
+                return step(pcm)
+
+            server.session.step = slow_step
+            t0 = time.monotonic()
+            sent = 0
+            while time.monotonic() - t0 < 4.0:  # 4 s at real-time pace, 80 ms per message
+                await ws.send_bytes(bytes([AUDIO]) + np.zeros(1920, dtype="<i2").tobytes())
+                sent += 1
+                await asyncio.sleep(0.08)
+            server.session.step = step
+            await asyncio.sleep(0.5)
+            conv = next(c for c in server.rows if c is not None)
+            return conv.error, conv.dropped, server.peak_buffer, sent
+
+    error, dropped, peak, sent = serve(parts, run, max_sessions=1)
+    assert error is None and sent >= 40
+    assert dropped > 0 and peak <= 2 * int(MAX_BUFFER_S * 24000)
