@@ -20,6 +20,9 @@ import numpy as np
 FRAME_S = 0.08
 
 
+from speech.chat_args import add_sampling_args, sampling_from_args  # noqa: E402  (no torch)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="chat checkpoint (config.json, model.safetensors, chat.json)")
@@ -28,10 +31,7 @@ def main() -> None:
     src.add_argument("--say", help="text to synthesize with a held-out user voice")
     ap.add_argument("--out", default="reply.wav")
     ap.add_argument("--tail", type=float, default=3.0, help="seconds of silence after the question")
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=250, help="audio sampling (Moshi: 0.8, 250)")
-    ap.add_argument("--text-temperature", type=float, default=0.7)
-    ap.add_argument("--text-top-k", type=int, default=25, help="monologue sampling (Moshi: 0.7, 25)")
+    add_sampling_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -74,10 +74,8 @@ def load_question(args: argparse.Namespace, sample_rate: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from multistream.generate import Sampling
     from speech.audio import write_wav
     from speech.chat import ChatSession, load_chat, plot_conversation
-    from speech.streams import AGENT, TEXT
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,8 +87,7 @@ def run(args: argparse.Namespace) -> None:
     user[: len(question)] = question
     agent = np.zeros_like(user)
     pieces, ids = [], []
-    sampling = {TEXT: Sampling(temperature=args.text_temperature, top_k=args.text_top_k),
-                AGENT: Sampling(temperature=args.temperature, top_k=args.top_k)}
+    sampling = sampling_from_args(args)
     with ChatSession(model, codec, text, sampling=sampling, seed=args.seed) as chat:
         for t in range(n_frames):
             out = chat.step(torch.from_numpy(user[t * s : (t + 1) * s])[None])

@@ -77,12 +77,11 @@ def held_out_questions(n: int) -> list[tuple[str, str, str]]:
 def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
     import torch
 
-    from multistream.generate import Sampling
     from speech.asr import Recognizer
     from speech.audio import resample, write_wav
     from speech.chat import ChatSession, load_chat, plot_conversation
+    from speech.chat_args import chat_sampling
     from speech.chat_eval import answer_correct, audible
-    from speech.streams import AGENT, TEXT
     from speech.tts import synthesize
     from speech.voices import user_voices
 
@@ -107,7 +106,7 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
         user[k, : len(u)] = u
     agent = np.zeros_like(user)
     pieces: list[list] = [[] for _ in qs]
-    sampling = {TEXT: Sampling(0.7, 25), AGENT: Sampling(0.8, 250)}
+    sampling = chat_sampling()
     cost = []
     with ChatSession(model, codec, text, batch_size=len(qs), sampling=sampling, seed=seed) as chat:
         for t in range(n_frames):

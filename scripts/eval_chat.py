@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speech.chat_args import add_sampling_args, sampling_from_args  # noqa: E402  (no torch)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,10 +36,7 @@ def main() -> None:
     ap.add_argument("--tail", type=float, default=3.0, help="seconds of silence after each dialogue")
     ap.add_argument("--max-seconds", type=float, default=0.0,
                     help="stream only the first seconds of each dialogue (turns and events after it are dropped)")
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=250, help="audio sampling (Moshi: 0.8, 250)")
-    ap.add_argument("--text-temperature", type=float, default=0.7)
-    ap.add_argument("--text-top-k", type=int, default=25, help="monologue sampling (Moshi: 0.7, 25)")
+    add_sampling_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threshold-db", type=float, default=-40.0, help="audible agent frame: RMS above this (dBFS)")
     ap.add_argument("--rt-frames", type=int, default=150, help="frames timed for the real-time figure (0: skip)")
@@ -66,10 +65,8 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
     import torch
     from tqdm import tqdm
 
-    from multistream.generate import Sampling
     from speech.chat import ChatSession
     from speech.chat_eval import Live
-    from speech.streams import AGENT, TEXT
 
     s = codec.frame_size
     n = max(-(-len(u) // s) for u in users) + round(args.tail / 0.08)
@@ -79,8 +76,7 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
         user[i, : len(u)] = u
     agent = np.zeros_like(user)
     pieces: list[list] = [[] for _ in range(b)]
-    sampling = {TEXT: Sampling(temperature=args.text_temperature, top_k=args.text_top_k),
-                AGENT: Sampling(temperature=args.temperature, top_k=args.top_k)}
+    sampling = sampling_from_args(args)
     with ChatSession(chat_model, codec, text, batch_size=b, sampling=sampling, seed=args.seed) as chat:
         for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False):
             out = chat.step(torch.from_numpy(user[:, t * s: (t + 1) * s]))

@@ -14,6 +14,9 @@ from pathlib import Path
 DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "chat"
 
 
+from speech.chat_args import add_sampling_args, sampling_from_args  # noqa: E402  (no torch)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default=str(DEFAULT_CKPT),
@@ -22,10 +25,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8998)
     ap.add_argument("--max-sessions", type=int, default=4)
     ap.add_argument("--token", default=None)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=250, help="audio sampling (Moshi: 0.8, 250)")
-    ap.add_argument("--text-temperature", type=float, default=0.7)
-    ap.add_argument("--text-top-k", type=int, default=25, help="monologue sampling (Moshi: 0.7, 25)")
+    add_sampling_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -36,10 +36,8 @@ def main() -> None:
     import torch
     from aiohttp import web
 
-    from multistream.generate import Sampling
     from speech.chat import ChatSession, load_chat
     from speech.server import ChatServer
-    from speech.streams import AGENT, TEXT
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,8 +46,7 @@ def main() -> None:
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"serve.py: error: {e}")
     session = ChatSession(model, codec, text, batch_size=args.max_sessions,
-                          sampling={TEXT: Sampling(args.text_temperature, args.text_top_k),
-                                    AGENT: Sampling(args.temperature, args.top_k)}, seed=args.seed)
+                          sampling=sampling_from_args(args), seed=args.seed)
     server = ChatServer(session, token=args.token)
     print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (up to {args.max_sessions} conversations)")
     web.run_app(server.app, host=args.host, port=args.port, print=None)
