@@ -75,26 +75,15 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from speech.audio import write_wav
-    from speech.chat import ChatSession, load_chat, plot_conversation
+    from speech.chat import load_chat, plot_conversation, stream_recordings
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, codec, text = load_chat(args.ckpt)
     question = load_question(args, codec.sample_rate)
-    s = codec.frame_size
-    n_frames = -(-len(question) // s) + round(args.tail / FRAME_S)
-    user = np.zeros(n_frames * s, dtype=np.float32)
-    user[: len(question)] = question
-    agent = np.zeros_like(user)
-    pieces, ids = [], []
-    sampling = sampling_from_args(args)
-    with ChatSession(model, codec, text, sampling=sampling, seed=args.seed) as chat:
-        for t in range(n_frames):
-            out = chat.step(torch.from_numpy(user[t * s : (t + 1) * s])[None])
-            agent[t * s : (t + 1) * s] = out.agent_pcm[0].numpy()
-            ids.append(int(out.text_ids[0]))
-            if out.text[0] is not None:
-                pieces.append({"t": round(t * FRAME_S, 2), "piece": out.text[0]})
+    st = stream_recordings(model, codec, text, [question], args.tail, sampling_from_args(args), args.seed)
+    user, agent, ids = st.user[0], st.agent[0], st.ids[0].tolist()
+    pieces = [{"t": t, "piece": p} for t, p in st.pieces[0]]
     out = Path(args.out)
     write_wav(out, np.stack([user, agent]), codec.sample_rate)
     whole = text.tok.decode_text(ids)

@@ -75,11 +75,10 @@ def held_out_questions(n: int) -> list[tuple[str, str, str]]:
 
 
 def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
-    import torch
 
     from speech.asr import Recognizer
     from speech.audio import resample, write_wav
-    from speech.chat import ChatSession, load_chat, plot_conversation
+    from speech.chat import load_chat, plot_conversation, stream_recordings
     from speech.chat_args import chat_sampling
     from speech.chat_eval import answer_correct, audible
     from speech.tts import synthesize
@@ -90,7 +89,7 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
         raise FileNotFoundError(f"no chat checkpoint at {ckpt} (train one: docs/chat.md)")
     print(f"== chat: {ckpt}")
     model, codec, text = load_chat(ckpt)
-    sr, fs = codec.sample_rate, codec.frame_size
+    sr = codec.sample_rate
     voices = user_voices("heldout")
     qs = held_out_questions(n)
     users, ends = [], []
@@ -100,23 +99,8 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
         lead = np.zeros(int(0.5 * sr), np.float32)
         users.append(np.concatenate([lead, audio.astype(np.float32)]))
         ends.append(0.5 + syn.words[-1][2])
-    n_frames = max(-(-len(u) // fs) for u in users) + round(4.0 / 0.08)
-    user = np.zeros((len(qs), n_frames * fs), np.float32)
-    for k, u in enumerate(users):
-        user[k, : len(u)] = u
-    agent = np.zeros_like(user)
-    pieces: list[list] = [[] for _ in qs]
-    sampling = chat_sampling()
-    cost = []
-    with ChatSession(model, codec, text, batch_size=len(qs), sampling=sampling, seed=seed) as chat:
-        for t in range(n_frames):
-            t0 = time.perf_counter()
-            step = chat.step(torch.from_numpy(user[:, t * fs: (t + 1) * fs]))
-            cost.append(time.perf_counter() - t0)
-            agent[:, t * fs: (t + 1) * fs] = step.agent_pcm.numpy()
-            for k, p in enumerate(step.text):
-                if p is not None:
-                    pieces[k].append((round(t * 0.08, 2), p))
+    st = stream_recordings(model, codec, text, users, 4.0, chat_sampling(), seed)
+    user, agent, pieces, cost = st.user, st.agent, st.pieces, st.step_s
     asr = Recognizer()
     for k, (act, q, ref) in enumerate(qs):
         said = "".join(p for _, p in pieces[k]).strip()

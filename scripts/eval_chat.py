@@ -62,30 +62,13 @@ def main() -> None:
 
 def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
     """Stream the user channels live through one batched chat session; -> [Live]."""
-    import torch
-    from tqdm import tqdm
-
-    from speech.chat import ChatSession
+    from speech.chat import stream_recordings
     from speech.chat_eval import Live
 
-    s = codec.frame_size
-    n = max(-(-len(u) // s) for u in users) + round(args.tail / 0.08)
-    b = len(users)
-    user = np.zeros((b, n * s), np.float32)
-    for i, u in enumerate(users):
-        user[i, : len(u)] = u
-    agent = np.zeros_like(user)
-    pieces: list[list] = [[] for _ in range(b)]
-    sampling = sampling_from_args(args)
-    with ChatSession(chat_model, codec, text, batch_size=b, sampling=sampling, seed=args.seed) as chat:
-        for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False):
-            out = chat.step(torch.from_numpy(user[:, t * s: (t + 1) * s]))
-            agent[:, t * s: (t + 1) * s] = out.agent_pcm.numpy()
-            for i, p in enumerate(out.text):
-                if p is not None:
-                    pieces[i].append((round(t * 0.08, 2), p))
-    return [Live(agent[i, : len(users[i]) + round(args.tail * codec.sample_rate)], pieces[i], codec.sample_rate)
-            for i in range(b)]
+    st = stream_recordings(chat_model, codec, text, users, args.tail, sampling_from_args(args), args.seed,
+                           progress=True)
+    return [Live(st.agent[i, : len(u) + round(args.tail * codec.sample_rate)], st.pieces[i], codec.sample_rate)
+            for i, u in enumerate(users)]
 
 
 def realtime(model, codec, text, user: np.ndarray, frames: int) -> dict:

@@ -129,6 +129,45 @@ class ChatSession:
         return [m for m in (c.upsample, c.decoder_transformer, c.decoder, getattr(c, "hnr", None)) if m is not None]
 
 
+# ---- streaming recordings as if live ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Streamed:
+    user: np.ndarray  # [B, T * S]: the recordings, padded with silence to whole frames + the tail
+    agent: np.ndarray  # [B, T * S]: what the agent said
+    pieces: list[list[tuple[float, str]]]  # per row: (frame time in s, monologue piece)
+    ids: np.ndarray  # [B, T] monologue token ids, PAD/EPAD included
+    step_s: list[float]  # wall time of each batched step (encode + model step + decode)
+
+
+def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueText, users: Sequence[np.ndarray],
+                      tail_s: float, sampling=None, seed: int | None = None, progress: bool = False) -> Streamed:
+    """Stream B mono recordings 80 ms at a time through one batched ChatSession, then `tail_s` of silence."""
+    import time
+
+    from tqdm import tqdm
+
+    s, b = codec.frame_size, len(users)
+    n = max(-(-len(u) // s) for u in users) + round(tail_s * codec.frame_rate)
+    user = np.zeros((b, n * s), np.float32)
+    for i, u in enumerate(users):
+        user[i, : len(u)] = u
+    agent = np.zeros_like(user)
+    ids = np.zeros((b, n), np.int64)
+    pieces: list[list[tuple[float, str]]] = [[] for _ in range(b)]
+    step_s = []
+    with ChatSession(model, codec, text, batch_size=b, sampling=sampling, seed=seed) as chat:
+        for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False, disable=not progress):
+            t0 = time.perf_counter()
+            out = chat.step(torch.from_numpy(user[:, t * s: (t + 1) * s]))
+            step_s.append(time.perf_counter() - t0)
+            agent[:, t * s: (t + 1) * s] = out.agent_pcm.numpy()
+            ids[:, t] = out.text_ids.numpy()
+            for i, p in enumerate(out.text):
+                if p is not None:
+                    pieces[i].append((round(t / codec.frame_rate, 2), p))
+    return Streamed(user, agent, pieces, ids, step_s)
+
+
 # ---- a picture of a conversation ----------------------------------------------------------------------------------
 def plot_conversation(user: np.ndarray, agent: np.ndarray, pieces: list[dict], sr: int, path: str | os.PathLike,
                       title: str | None = None) -> None:
