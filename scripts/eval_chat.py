@@ -73,20 +73,11 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
 
 def realtime(model, codec, text, user: np.ndarray, frames: int) -> dict:
     """Per-frame cost of encode + step + decode for one conversation: {median, p99} / 80 ms."""
-    import torch
+    from speech.chat import stream_recordings
 
-    from speech.chat import ChatSession
-
-    s = codec.frame_size
-    x = np.zeros(frames * s, np.float32)
+    x = np.zeros(frames * codec.frame_size, np.float32)
     x[: min(len(user), len(x))] = user[: len(x)]
-    cost = []
-    with ChatSession(model, codec, text, batch_size=1, seed=0) as chat:
-        for t in range(frames):
-            pcm = torch.from_numpy(x[t * s: (t + 1) * s])[None]
-            t0 = time.perf_counter()
-            chat.step(pcm)
-            cost.append(time.perf_counter() - t0)
+    cost = stream_recordings(model, codec, text, [x], 0.0, seed=0).step_s
     c = np.array(cost[min(10, frames // 2):]) / 0.08  # the first frames warm up the allocator and the caches
     return {"median": float(np.median(c)), "p99": float(np.percentile(c, 99)), "frames": len(c)}
 
