@@ -236,8 +236,11 @@ def read_config(path: str | os.PathLike) -> dict:
     return cfg
 
 
-def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu") -> None:
-    """Load `model.safetensors` into `model`, requiring exactly the same keys and shapes."""
+def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu",
+                 allow_missing: bool = False) -> list[str]:
+    """Load `model.safetensors` into `model`, requiring exactly the same keys and shapes; with `allow_missing` the
+    model may have parameters the checkpoint lacks (e.g. a stream added after pretraining), which keep their
+    initialisation. Returns those missing keys (always [] without `allow_missing`)."""
     path = Path(path)
     f = path / WEIGHTS_FILE
     if not f.is_file():
@@ -247,15 +250,16 @@ def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | 
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
+    if (missing and not allow_missing) or unexpected:
         raise ValueError(
             f"checkpoint {path} does not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
-    bad = [k for k in own if own[k].shape != state[k].shape]
+    bad = [k for k in state if own[k].shape != state[k].shape]
     if bad:
         k = bad[0]
         raise ValueError(f"checkpoint {path}: shape of {k} is {tuple(state[k].shape)}, model has {tuple(own[k].shape)}")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not missing)
+    return missing
 
 
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any] | None:

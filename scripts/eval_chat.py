@@ -13,6 +13,7 @@ recorded dialogues themselves (the data the model imitates):
               <= 20%); backchannels
     real time per-frame cost of the whole loop (codec encode + model step + codec decode), one conversation,
               median and p99 as a fraction of the 80 ms frame, fp32 and int8 (goal <= 0.5)
+    hearing   models with the user transcript stream (text.user): word error rate of what it wrote the user said
 Writes OUT/eval.json, OUT/table.md, and OUT/<dialogue>.wav/.png for the first conversations (user | agent).
 """
 
@@ -67,8 +68,8 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
 
     st = stream_recordings(chat_model, codec, text, users, args.tail, sampling_from_args(args), args.seed,
                            progress=True)
-    return [Live(st.agent[i, : len(u) + round(args.tail * codec.sample_rate)], st.pieces[i], codec.sample_rate)
-            for i, u in enumerate(users)]
+    return [Live(st.agent[i, : len(u) + round(args.tail * codec.sample_rate)], st.pieces[i], codec.sample_rate,
+                 None if st.heard is None else st.heard[i]) for i, u in enumerate(users)]
 
 
 def realtime(model, codec, text, user: np.ndarray, frames: int) -> dict:
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
     from multistream.quantize import quantize_int8
     from speech.audio import write_wav
     from speech.chat import load_chat, plot_conversation
-    from speech.chat_eval import QA_ACTS, analyse, recorded_live, summarize
+    from speech.chat_eval import QA_ACTS, analyse, heard_wer, recorded_live, summarize
     from speech.dataset import read_item, read_manifest
 
     if args.threads:
@@ -188,6 +189,11 @@ def run(args: argparse.Namespace) -> None:
     analyses = [analyse(m, live, args.threshold_db) for (_, m), live in zip(items, lives, strict=True)]
     recorded = [analyse(m, recorded_live(a, m, codec.sample_rate), args.threshold_db) for a, m in items]
     model_sum, data_sum = summarize(analyses), summarize(recorded)
+    if lives and lives[0].heard is not None:  # the model writes a transcript of the user: how well does it hear?
+        errs = [heard_wer(m, live.heard, a.shape[1] / codec.sample_rate)
+                for (a, m), live in zip(items, lives, strict=True)]
+        model_sum["heard_wer"] = sum(e for e, _ in errs) / max(1, sum(n for _, n in errs))
+        model_sum["heard_words"] = sum(n for _, n in errs)
     speech = None
     if not args.no_asr:
         from speech.asr import Recognizer
@@ -234,6 +240,9 @@ def run(args: argparse.Namespace) -> None:
         f"{fmt(data_sum['backchannels_per_min'])} | |",
         f"| agent audible share | {fmt(model_sum['audible_share'], True)} | {fmt(data_sum['audible_share'], True)} "
         f"| |"]
+    if "heard_wer" in model_sum:
+        lines.append(f"| its transcript of the user (text.user), WER ({model_sum['heard_words']} words) | "
+                     f"{fmt(model_sum['heard_wer'])} | 0.000 | |")
     if speech is not None:
         lines += [f"| recognizer WER, agent audio vs its monologue ({speech['words']} words) | "
                   f"{fmt(speech['agent'])} | | <= 1.5x clean |",

@@ -1,5 +1,6 @@
 """usage: python scripts/tokenize_dialogues.py --dialogues data/dialogues --codec checkpoints/codec_tiny
                                             --out data/chat/dialogues-codec_tiny.zarr [--splits train valid test]
+                                            [--codes-from OTHER_STORE]
 
 Tokenizes a dialogue directory (scripts/make_dialogues.py; moshi-finetune layout) into the chat model's episode
 store: per dialogue the agent's inner-monologue text (from its word alignments, PAD/EPAD, with the directory's
@@ -18,6 +19,8 @@ def main() -> None:
     ap.add_argument("--codec", required=True, help="codec checkpoint directory")
     ap.add_argument("--out", required=True, help="episode store to create or resume")
     ap.add_argument("--splits", nargs="+", default=["train", "valid", "test"])
+    ap.add_argument("--codes-from", default=None, help="a store made with the same codec: copy its audio codes for "
+                    "the dialogues it holds instead of encoding them again")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     import torch
@@ -33,7 +36,8 @@ def main() -> None:
             raise FileNotFoundError(f"no text tokenizer at {tok_path} (scripts/make_dialogues.py writes one)")
         codec = CodecFrames.load(args.codec)
         text = MonologueText(tok_path)
-        store = tokenize_dialogues(args.dialogues, codec, text, args.out, tuple(args.splits), codec_path=args.codec)
+        store = tokenize_dialogues(args.dialogues, codec, text, args.out, tuple(args.splits), codec_path=args.codec,
+                                   codes_from=args.codes_from)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"tokenize_dialogues.py: error: {e}")
     hours = store.num_steps / store.fps / 3600

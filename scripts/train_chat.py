@@ -2,6 +2,7 @@
        python scripts/train_chat.py --store ... --phase dialogue --init runs/chat_text/checkpoint --out runs/chat
                                     [--preset tiny|base|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
                                     [--acoustic-delay 1] [--semantic-weight 100] [--pad-weight 0.5]
+                                    [--user-text-delay D] [--user-text-weight 1]
                                     [--minutes M] [--device cpu|cuda] [--precision auto|fp32|bf16] [--resume]
 
 Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Trainer:
@@ -9,6 +10,8 @@ Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Train
                   (speech.knowledge, all splits' entities), audio streams absent (ZERO_ID)
   phase dialogue  multistream training on the tokenized dialogues of the train split (scripts/tokenize_dialogues.py)
                   with text-only batches mixed in (--text-share, Moshi: half), initialised from --init
+--user-text-delay D adds a fourth, predicted stream `text.user`: the user's words as the model hears them, each
+written D frames after the word ends (a dense listening signal; Moshi has none); it needs a store that holds them.
 The store names the codec and the text tokenizer it was made with; both are checked. OUT becomes a chat checkpoint
 (OUT/checkpoint + chat.json + tokenizer.model) that scripts/chat.py loads. Runs under torchrun and with --device cuda.
 """
@@ -32,6 +35,10 @@ def main() -> None:
     ap.add_argument("--acoustic-delay", type=int, default=1)
     ap.add_argument("--semantic-weight", type=float, default=100.0)
     ap.add_argument("--pad-weight", type=float, default=0.5)
+    ap.add_argument("--user-text-delay", type=int, default=None,
+                    help="add the user transcript stream text.user, D frames after each user word ends "
+                         "(off by default)")
+    ap.add_argument("--user-text-weight", type=float, default=1.0, help="loss weight of text.user")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -47,6 +54,8 @@ def main() -> None:
     for name in ("steps", "batch", "window", "ckpt_every"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.user_text_delay is not None and args.user_text_delay < 0:
+        ap.error(f"--user-text-delay must be >= 0, got {args.user_text_delay}")
     if not 0 <= args.text_share <= 1:
         ap.error(f"--text-share must be in [0, 1], got {args.text_share}")
     try:
@@ -83,12 +92,17 @@ def run(args: argparse.Namespace) -> None:
     codec = CodecFrames.load(codec_dir)
     text = MonologueText(Path(dialogues) / TOKENIZER_FILE)
     streams = chat_streams(codec, text, acoustic_delay=args.acoustic_delay, semantic_weight=args.semantic_weight,
-                           pad_weight=args.pad_weight)
+                           pad_weight=args.pad_weight, user_text_delay=args.user_text_delay,
+                           user_text_weight=args.user_text_weight)
     cfg = PRESETS[args.preset](streams)
     torch.manual_seed(args.seed)
     model = RQTransformer(cfg)
     if args.init and not (out / "checkpoint").exists():
-        load_weights(args.init, model)
+        # a model with more streams than --init (e.g. --user-text-delay added after the text phase) starts those
+        # streams' parameters fresh; any other difference is refused
+        fresh = load_weights(args.init, model, allow_missing=True)
+        if fresh:
+            print(f"initialised from {args.init}; new parameters start fresh: {', '.join(fresh)}")
     text_fn = text_batch_fn(facts(args.seed), text, streams, args.window, args.batch, seed=args.seed)
     if args.phase == "text":
         batch_fn = text_fn

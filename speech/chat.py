@@ -34,7 +34,7 @@ from multistream.data import check_tokenizer
 from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
 from multistream.streaming import rows_mask
-from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
+from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
 
 
 @dataclasses.dataclass
@@ -43,6 +43,8 @@ class ChatStep:
     text_ids: torch.Tensor  # [B] long: this frame's monologue token (PAD/EPAD included)
     text: list[str | None]  # per row: the monologue piece of this frame; None for PAD/EPAD
     agent_frame: torch.Tensor  # [B] long: which frame `agent_pcm` decodes (-1 = not yet, silence)
+    heard: list[str | None] | None = None  # models with a `text.user` stream: per row, the transcript piece of what
+    #                                        the user said, written this frame (None for PAD/EPAD or not ready yet)
 
 
 class ChatSession:
@@ -57,6 +59,11 @@ class ChatSession:
         check_tokenizer(ss[TEXT], text, model.cfg.frame_rate)
         check_tokenizer(ss[AGENT], codec, model.cfg.frame_rate)
         check_tokenizer(ss[USER], codec, model.cfg.frame_rate)
+        self.hears = USER_TEXT in ss
+        if self.hears:
+            check_tokenizer(ss[USER_TEXT], text, model.cfg.frame_rate)
+            if isinstance(sampling, dict) and USER_TEXT not in sampling:  # a transcript: greedy unless told
+                sampling = {**sampling, USER_TEXT: Sampling(temperature=0.0)}
         self.model, self.codec, self.text = model.eval(), codec, text
         self.batch_size = batch_size
         self.gen = Generator(model, batch_size=batch_size, sampling=sampling, seed=seed)
@@ -107,10 +114,14 @@ class ChatSession:
         out = self.gen.step({USER: user_codes, **(force or {})})
         assert out is not None and TEXT in out.tokens  # text has no delay: every step returns it
         ids = out.tokens[TEXT][:, 0]
-        # pieces keep their word-boundary spaces (sentencepiece's U+2581), so that clients can simply concatenate
-        sp = self.text.tok.sp
-        pieces = [None if int(i) in self._special or int(i) < 0 or sp.is_control(int(i)) or sp.is_unknown(int(i))
-                  else sp.id_to_piece(int(i)).replace("\u2581", " ") for i in ids]
+        pieces = self._pieces(ids)
+        heard = None
+        if self.hears:
+            heard = [None] * self.batch_size
+            if USER_TEXT in out.tokens:
+                ready = (out.frames[USER_TEXT] >= 0).tolist()
+                pieces_u = self._pieces(out.tokens[USER_TEXT][:, 0])
+                heard = [p if r else None for p, r in zip(pieces_u, ready, strict=True)]
         agent_pcm = pcm.new_zeros(self.batch_size, self.codec.frame_size)
         frame = torch.full((self.batch_size,), -1, dtype=torch.long)
         if AGENT in out.tokens:
@@ -122,7 +133,14 @@ class ChatSession:
             if not bool(ready.all()):  # the placeholder frames must not stay in the decoder's state
                 for m in self._decoder_modules():
                     m.reset_streaming(~ready)
-        return ChatStep(agent_pcm=agent_pcm, text_ids=ids, text=pieces, agent_frame=frame)
+        return ChatStep(agent_pcm=agent_pcm, text_ids=ids, text=pieces, agent_frame=frame, heard=heard)
+
+    def _pieces(self, ids: torch.Tensor) -> list[str | None]:
+        """Text ids [B] -> pieces; they keep their word-boundary spaces (sentencepiece's U+2581), so that clients can
+        simply concatenate them."""
+        sp = self.text.tok.sp
+        return [None if int(i) in self._special or int(i) < 0 or sp.is_control(int(i)) or sp.is_unknown(int(i))
+                else sp.id_to_piece(int(i)).replace("\u2581", " ") for i in ids]
 
     def _decoder_modules(self):
         c = self.codec.codec
@@ -137,6 +155,8 @@ class Streamed:
     pieces: list[list[tuple[float, str]]]  # per row: (frame time in s, monologue piece)
     ids: np.ndarray  # [B, T] monologue token ids, PAD/EPAD included
     step_s: list[float]  # wall time of each batched step (encode + model step + decode)
+    heard: list[list[tuple[float, str]]] | None = None  # models with `text.user`: per row, (frame time, piece) of
+    #                                                      the user transcript the model wrote as it listened
 
 
 def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueText, users: Sequence[np.ndarray],
@@ -154,6 +174,7 @@ def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueT
     agent = np.zeros_like(user)
     ids = np.zeros((b, n), np.int64)
     pieces: list[list[tuple[float, str]]] = [[] for _ in range(b)]
+    heard: list[list[tuple[float, str]]] = [[] for _ in range(b)]
     step_s = []
     with ChatSession(model, codec, text, batch_size=b, sampling=sampling, seed=seed) as chat:
         for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False, disable=not progress):
@@ -165,7 +186,11 @@ def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueT
             for i, p in enumerate(out.text):
                 if p is not None:
                     pieces[i].append((round(t / codec.frame_rate, 2), p))
-    return Streamed(user, agent, pieces, ids, step_s)
+            for i, p in enumerate(out.heard or ()):
+                if p is not None:
+                    heard[i].append((round(t / codec.frame_rate, 2), p))
+        hears = chat.hears
+    return Streamed(user, agent, pieces, ids, step_s, heard if hears else None)
 
 
 # ---- a picture of a conversation ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from multistream.data import StoreBinding, StreamBinding, batch_seed
 from multistream.store import EpisodeStore
 from multistream.streams import ZERO_ID, StreamSet
-from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText
+from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
 
 BatchFn = Callable[[int, int, int, int], dict[str, torch.Tensor]]
 
@@ -30,16 +30,19 @@ def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrame
     if not eps:
         raise ValueError(f"{store.path} has no {split!r} dialogues")
     window = min(window, max(store.episode_length(i) for i in eps))
-    binding = StoreBinding(streams, codec.frame_rate, [
-        StreamBinding(streams[TEXT], tokenizer=text), StreamBinding(streams[AGENT], tokenizer=codec),
-        StreamBinding(streams[USER], tokenizer=codec)])
+    bound = [StreamBinding(streams[TEXT], tokenizer=text), StreamBinding(streams[AGENT], tokenizer=codec),
+             StreamBinding(streams[USER], tokenizer=codec)]
+    if USER_TEXT in streams:  # the user transcript stream, when the model has one
+        bound.append(StreamBinding(streams[USER_TEXT], tokenizer=text))
+    binding = StoreBinding(streams, codec.frame_rate, bound)
     return binding.batch_fn(store, window=window, batch_size=batch_size, seed=seed,
                             episodes=[i for i in eps if store.episode_length(i) >= window])
 
 
 def text_batch_fn(sentences: list[str], text: MonologueText, streams: StreamSet, window: int, batch_size: int,
                   seed: int = 0) -> BatchFn:
-    """Windows of dense text (sentences joined) in the text stream; audio streams ZERO_ID."""
+    """Windows of dense text (sentences joined) in the text stream; the other streams ZERO_ID (no input, no
+    target)."""
     ids: list[int] = []
     for s in sentences:
         ids += text.tok.encode_text(s)
@@ -53,7 +56,10 @@ def text_batch_fn(sentences: list[str], text: MonologueText, streams: StreamSet,
         starts = torch.randint(0, len(stream) - window, (batch_size,), generator=g)
         txt = torch.stack([stream[s : s + window] for s in starts.tolist()])[:, None]  # [B, 1, T]
         none = torch.full((batch_size, k, window), ZERO_ID, dtype=torch.long)
-        return {TEXT: txt, AGENT: none, USER: none.clone()}
+        batch = {TEXT: txt, AGENT: none, USER: none.clone()}
+        if USER_TEXT in streams:
+            batch[USER_TEXT] = torch.full_like(txt, ZERO_ID)
+        return batch
 
     return fn
 

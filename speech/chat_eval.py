@@ -44,6 +44,18 @@ class Live:
     agent: np.ndarray  # [N] float
     pieces: list[tuple[float, str]]
     sample_rate: int
+    heard: list[tuple[float, str]] | None = None  # models with `text.user`: the transcript it wrote of the user
+
+
+def heard_wer(meta: dict, heard: list[tuple[float, str]], until_s: float | None = None) -> tuple[int, int]:
+    """(word errors, reference words) of the model's transcript of the user against the user's words (those that
+    end by `until_s`, e.g. the end of the streamed audio)."""
+    from speech.asr import edit_distance, words
+
+    ref = " ".join(w for w, (_a, b), who in meta["alignments"]
+                   if who == USER_LABEL and (until_s is None or b <= until_s))
+    ref_words = words(ref)
+    return edit_distance(ref_words, words("".join(p for _t, p in heard))), len(ref_words)
 
 
 def audible(agent: np.ndarray, sample_rate: int, threshold_db: float = -40.0) -> np.ndarray:

@@ -6,7 +6,9 @@
 - `MonologueText`: the sentencepiece text tokenizer with a fingerprint of its model.
 - `chat_streams(codec, text)`: Moshi's three streams (inner-monologue text, agent audio, user audio) with the
   vocabularies and codebook counts read from the tokenizers, the acoustic delay on codebooks 1.., the semantic
-  codebook's loss weight and the text PAD weight as in Moshi (configurable).
+  codebook's loss weight and the text PAD weight as in Moshi (configurable); optionally a fourth, `text.user`: the
+  user's words as the model hears them (a predicted transcript, each word's pieces from the frame where the word
+  ends, `user_text_delay` frames later), a dense listening signal that Moshi does not have.
 
 Dimension legend: B batch, T frames, S samples per frame, K codebooks, N samples.
 """
@@ -26,6 +28,7 @@ from speech.codec.model import MimiCodec, load_codec
 from speech.text import TextTokenizer
 
 TEXT, AGENT, USER = "text", "audio.agent", "audio.user"
+USER_TEXT = "text.user"  # optional: the transcript of what the user said, written as the model listens
 
 
 def _file_hash(*paths: Path) -> str:
@@ -89,10 +92,14 @@ class MonologueText:
 
 
 def chat_streams(codec: CodecFrames, text: MonologueText, acoustic_delay: int = 1, semantic_weight: float = 100.0,
-                 pad_weight: float = 0.5) -> StreamSet:
-    """Moshi's streams from the tokenizers: text (predicted), agent audio (predicted), user audio (input)."""
+                 pad_weight: float = 0.5, user_text_delay: int | None = None,
+                 user_text_weight: float = 1.0) -> StreamSet:
+    """Moshi's streams from the tokenizers: text (predicted), agent audio (predicted), user audio (input); with
+    `user_text_delay` (frames after each user word's end) also the user transcript `text.user` (predicted)."""
     if acoustic_delay < 0:
         raise ValueError(f"acoustic_delay must be >= 0, got {acoustic_delay}")
+    if user_text_delay is not None and user_text_delay < 0:
+        raise ValueError(f"user_text_delay must be >= 0, got {user_text_delay}")
     k = codec.num_codebooks
     delays = (0,) + (acoustic_delay,) * (k - 1)
     weights = (semantic_weight,) + (1.0,) * (k - 1)
@@ -100,4 +107,6 @@ def chat_streams(codec: CodecFrames, text: MonologueText, acoustic_delay: int = 
         spec_from_tokenizer(TEXT, text, predicted=True, pad_id=text.pad_id, pad_weight=pad_weight),
         spec_from_tokenizer(AGENT, codec, delays=delays, predicted=True, codebook_weights=weights),
         spec_from_tokenizer(USER, codec, delays=delays),
-    ))
+    ) + (() if user_text_delay is None else (
+        spec_from_tokenizer(USER_TEXT, text, delays=(user_text_delay,), predicted=True, pad_id=text.pad_id,
+                            pad_weight=pad_weight, loss_weight=user_text_weight),)))

@@ -79,6 +79,19 @@ def test_checkpoint_round_trip(tmp_path):
     other = RQTransformer(tiny(toy_streams(vocab=8)))
     with pytest.raises(ValueError, match="shape of"):
         load_weights(tmp_path / "ck", other)
+    # a model with one more stream loads with allow_missing only; the new stream's parameters keep their init
+    from multistream.streams import StreamSet, StreamSpec
+
+    more = RQTransformer(tiny(StreamSet((*ss.streams, StreamSpec("extra", vocab_size=5, predicted=True)))))
+    with pytest.raises(ValueError, match="missing"):
+        load_weights(tmp_path / "ck", more)
+    before = {k: v.clone() for k, v in more.state_dict().items()}
+    fresh = load_weights(tmp_path / "ck", more, allow_missing=True)
+    assert fresh and all(k in before for k in fresh)
+    for k, v in more.state_dict().items():
+        assert torch.equal(v, before[k] if k in fresh else m.state_dict()[k]), k
+    with pytest.raises(ValueError, match="unexpected"):
+        load_weights(tmp_path / "ck", RQTransformer(tiny(StreamSet(ss.streams[1:]))), allow_missing=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         read_config(tmp_path / "missing")
 

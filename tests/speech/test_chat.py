@@ -8,7 +8,8 @@ import torch
 from multistream.lm import RQTransformer
 from multistream.presets import tiny
 from speech.chat import ChatSession
-from speech.streams import AGENT, TEXT, USER, MonologueText, chat_streams
+from speech.chat_args import chat_sampling
+from speech.streams import AGENT, TEXT, USER, USER_TEXT, MonologueText, chat_streams
 from speech.tokenize import tokenize_dialogues
 
 from .conftest import make_codec
@@ -59,10 +60,14 @@ def chat_setup(dialogues, tmp_path_factory):
     return codec, text, store, model
 
 
-def test_streaming_session_equals_batch_forward_teacher_forced(chat_setup):
+@pytest.mark.parametrize("hears", [False, True], ids=["3-streams", "with-user-transcript"])
+def test_streaming_session_equals_batch_forward_teacher_forced(chat_setup, hears):
     codec, text, store, model = chat_setup
     from speech.dataset import read_item
 
+    if hears:  # the fourth stream: the transcript of the user, two frames after each word ends
+        torch.manual_seed(1)
+        model = RQTransformer(tiny(chat_streams(codec, text, user_text_delay=2))).eval()
     meta = store.episode_meta(0)
     audio, _, _ = read_item(meta["path"])
     t = min(meta["frames"], 40)
@@ -70,17 +75,22 @@ def test_streaming_session_equals_batch_forward_teacher_forced(chat_setup):
     batch = {TEXT: torch.from_numpy(ep[TEXT][:t].astype(np.int64))[None, None],
              AGENT: torch.from_numpy(ep[AGENT][:t].T.astype(np.int64))[None],
              USER: torch.from_numpy(ep[USER][:t].T.astype(np.int64))[None]}
+    if hears:
+        batch[USER_TEXT] = torch.from_numpy(ep[USER_TEXT][:t].astype(np.int64))[None, None]
     with torch.no_grad():
         full = model(batch).logits
     s = codec.frame_size
     user = np.zeros(t * s, dtype=np.float32)
     n = min(len(user), audio.shape[1])
     user[:n] = audio[1, :n]
-    got = {TEXT: [], AGENT: []}
-    with ChatSession(model, codec, text) as chat:
+    got = {TEXT: [], AGENT: []} | ({USER_TEXT: []} if hears else {})
+    heard = []
+    with ChatSession(model, codec, text, sampling=chat_sampling()) as chat:
+        assert chat.hears == hears
         for i in range(t):
             out = chat.step(torch.from_numpy(user[i * s : (i + 1) * s])[None],
-                            force={TEXT: batch[TEXT][:, :, i], AGENT: batch[AGENT][:, :, i]})
+                            force={k: batch[k][:, :, i] for k in got})
+            heard.append(out.heard)
             for k in got:
                 got[k].append(chat.gen.last_logits[k])
             assert out.agent_pcm.shape == (1, s)
@@ -90,6 +100,14 @@ def test_streaming_session_equals_batch_forward_teacher_forced(chat_setup):
                 assert out.agent_frame.tolist() == [i - 1]
     for k in got:  # the session's own streaming user encoding reproduces the stored user codes
         torch.testing.assert_close(torch.stack(got[k], dim=2), full[k], atol=1e-4, rtol=1e-4)
+    if not hears:
+        assert all(h is None for h in heard)
+    else:  # the forced transcript comes back as pieces, two frames late
+        assert heard[0] == [None] and heard[1] == [None]
+        pieces = "".join(h[0] for h in heard if h[0] is not None)
+        want = text.decode(batch[USER_TEXT][:, :, : t - 2])[0]
+        assert want.strip()  # the user said something in these frames
+        assert pieces.split() == want.split()
 
 
 def test_session_errors(chat_setup):

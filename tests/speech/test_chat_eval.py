@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech.chat_eval import FRAME_S, Live, analyse, answer_correct, audible, recorded_live, summarize
+from speech.chat_eval import FRAME_S, Live, analyse, answer_correct, audible, heard_wer, recorded_live, summarize
 from speech.dataset import make_item, read_item, read_manifest
 from speech.duplex import DuplexConfig
 
@@ -80,6 +80,22 @@ def test_failing_agents_fail_the_measures(recorded):
     assert s["latency_median_s"] < 0 and s["audible_share"] == 1.0
     if s["barge_ins"]:
         assert s["barge_in_stop_rate"] == 0.0
+
+
+def test_heard_wer_scores_the_transcript_of_the_user(recorded):
+    from speech.dataset import USER_LABEL
+
+    meta = recorded[0][2]
+    user = [(w, b) for w, (_a, b), who in meta["alignments"] if who == USER_LABEL]
+    perfect = [(b, " " + w) for w, b in user]
+    errors, n = heard_wer(meta, perfect)
+    assert errors == 0 and n >= len(user)  # hyphenated words count as two
+    assert heard_wer(meta, []) == (n, n)  # heard nothing: every word missed
+    half = user[len(user) // 2][1]  # only the words the streamed audio holds count
+    first_half = perfect[: len(user) // 2 + 1]
+    assert heard_wer(meta, first_half, until_s=half)[0] == 0 < heard_wer(meta, [], until_s=half)[0] < n
+    assert heard_wer(meta, perfect, until_s=half)[0] > 0  # words it cannot have heard yet are insertions
+    assert heard_wer(meta, [(0.0, " banana")] + perfect)[0] == 1  # one inserted word
 
 
 def test_audible_frames():

@@ -15,7 +15,7 @@ from multistream.loss import lm_loss
 from multistream.transformer import TransformerConfig
 from speech.chat_data import dialogue_batch_fn, mixed_batch_fn, text_batch_fn
 from speech.knowledge import facts
-from speech.streams import AGENT, TEXT, USER, CodecFrames, MonologueText, chat_streams
+from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText, chat_streams
 from speech.tokenize import tokenize_dialogues
 
 from .conftest import make_codec
@@ -54,6 +54,12 @@ def test_mixed_batches_are_deterministic_and_text_batches_have_no_audio(chat_sto
     assert 4 <= sum(kinds) <= 16  # about half text-only
     t = tf(0, 0, 0, 1)
     assert (t[USER] == -1).all() and (t[TEXT] >= 0).all()
+    # with the user transcript stream: dialogue windows carry it, text-only windows leave it out (ZERO_ID)
+    streams4 = chat_streams(codec, text, user_text_delay=2)
+    d4 = dialogue_batch_fn(store, streams4, codec, text, window=60, batch_size=2)(0, 0, 0, 1)
+    t4 = text_batch_fn(facts(0), text, streams4, window=20, batch_size=2)(0, 0, 0, 1)
+    assert d4[USER_TEXT].shape == (2, 1, 60) and (d4[USER_TEXT] != text.pad_id).any()
+    assert (t4[USER_TEXT] == -1).all() and set(t4) == set(d4)
 
 
 def test_train_chat_script_phases_make_a_chat_checkpoint(chat_store):
@@ -73,6 +79,14 @@ def test_train_chat_script_phases_make_a_chat_checkpoint(chat_store):
     r = subprocess.run([sys.executable, "scripts/train_chat.py", "--phase", "text", "--out", tmp / "text", *common],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "pass --resume" in r.stderr
+    # a model with the user transcript stream trains and loads with it
+    r = subprocess.run([sys.executable, "scripts/train_chat.py", "--phase", "dialogue", "--out", tmp / "hears",
+                        "--init", tmp / "text" / "checkpoint", "--user-text-delay", "2", *common],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "new parameters start fresh" in r.stdout  # from the 3-stream text phase
+    model, _, _ = load_chat(tmp / "hears" / "checkpoint")
+    assert USER_TEXT in model.streams and model.streams[USER_TEXT].delays == (2,)
 
 
 def test_tiny_chat_model_learns_to_say_the_answer_text(chat_store, dialogues):
