@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import secrets
 import struct
@@ -101,6 +102,10 @@ class ChatServer:
     # ---- lifecycle -------------------------------------------------------------------------------------------------
     async def _start(self, app: web.Application) -> None:
         self.session.__enter__()
+        # the model, codec and caches are long-lived: move them out of the cyclic collector's reach, so that its
+        # full collections (which would otherwise walk every one of them) stay short and do not stall a tick
+        gc.collect()
+        gc.freeze()
         self._task = asyncio.create_task(self._tick_loop())
 
     async def _stop(self, app: web.Application) -> None:
