@@ -34,11 +34,14 @@ class ServerError(Exception):
 
 
 async def talk(url: str, audio: np.ndarray, tail_s: float = 2.0, realtime: bool = True,
-               chunk_frames: int = 1) -> Reply:
+               chunk_frames: int = 1, wire: str = "pcm16") -> Reply:
     """Send `audio` (float [N], the server's sample rate) frame by frame, paced like a microphone, then `tail_s`
-    of silence; return what came back."""
+    of silence; return what came back. `wire`: the audio format on the wire, "pcm16" or "opus" (speech/opus.py)."""
+    if wire not in ("pcm16", "opus"):
+        raise ValueError(f'wire must be "pcm16" or "opus", got {wire!r}')
     async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=1 << 22) as ws:
-        await ws.send_bytes(bytes([HANDSHAKE, PROTOCOL_VERSION]))
+        options = b"" if wire == "pcm16" else json.dumps({"audio": wire}).encode()
+        await ws.send_bytes(bytes([HANDSHAKE, PROTOCOL_VERSION]) + options)
         msg = await ws.receive(timeout=10)
         if msg.type != aiohttp.WSMsgType.BINARY:
             raise ServerError(f"no handshake from {url} (got {msg.type.name})")
@@ -46,6 +49,11 @@ async def talk(url: str, audio: np.ndarray, tail_s: float = 2.0, realtime: bool 
             raise ServerError(json.loads(msg.data[1:].decode())["message"])
         info = json.loads(msg.data[1:].decode())
         s, rate = info["frame_size"], info["frame_rate"]
+        enc = dec = None
+        if wire == "opus":
+            from speech.opus import OpusDecoder, OpusEncoder, pack_packets, unpack_packets
+
+            enc, dec = OpusEncoder(info["sample_rate"]), OpusDecoder(info["sample_rate"])
         n_frames = -(-len(audio) // s) + round(tail_s * rate)
         pcm = np.zeros(n_frames * s, dtype=np.float32)
         pcm[: len(audio)] = audio
@@ -59,7 +67,8 @@ async def talk(url: str, audio: np.ndarray, tail_s: float = 2.0, realtime: bool 
                 if ws.closed:
                     return
                 part = pcm16[i * s : (i + chunk_frames) * s]
-                await ws.send_bytes(bytes([AUDIO]) + part.tobytes())
+                body = part.tobytes() if enc is None else pack_packets(enc.encode(part.astype(np.int16)))
+                await ws.send_bytes(bytes([AUDIO]) + body)
                 reply.frames_sent += len(part) // s
                 if realtime:
                     wait = t_start + (i + chunk_frames) / rate - time.monotonic()
@@ -73,6 +82,8 @@ async def talk(url: str, audio: np.ndarray, tail_s: float = 2.0, realtime: bool 
                     return
                 kind, body = msg.data[0], msg.data[1:]
                 if kind == AUDIO:
+                    if dec is not None:  # one message of packets per tick
+                        body = b"".join(dec.decode(p).astype("<i2").tobytes() for p in unpack_packets(body))
                     frame = np.frombuffer(body, dtype="<i2").astype(np.float32) / 32768
                     chunks.append(frame)
                     reply.frames_received += 1

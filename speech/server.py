@@ -2,10 +2,14 @@
 
 Protocol (version 1; docs/server.md). Every WebSocket message is binary, its first byte the kind:
 
-    0x00 HANDSHAKE  client -> server: one byte, the protocol version it speaks (1).
-                    server -> client: UTF-8 JSON {"protocol", "sample_rate", "frame_size", "frame_rate", "session"}.
-    0x01 AUDIO      PCM 16-bit little-endian mono at 24 kHz. Client -> server: any whole number of samples per
-                    message (at most MAX_AUDIO_BYTES); server -> client: one 80 ms frame (1920 samples) per tick.
+    0x00 HANDSHAKE  client -> server: one byte, the protocol version it speaks (1), optionally followed by UTF-8
+                    JSON options {"audio": "pcm16" | "opus"} (default pcm16).
+                    server -> client: UTF-8 JSON {"protocol", "sample_rate", "frame_size", "frame_rate", "session",
+                    "audio"}.
+    0x01 AUDIO      pcm16: PCM 16-bit little-endian mono at 24 kHz. Client -> server: any whole number of samples
+                    per message (at most MAX_AUDIO_BYTES); server -> client: one 80 ms frame (1920 samples) per tick.
+                    opus: length-prefixed Opus packets (speech/opus.py); client -> server any number per message,
+                    server -> client one message of four 20 ms packets per tick.
     0x02 TEXT       server -> client: uint32 LE frame index, then the UTF-8 monologue piece of that frame.
     0x03 ERROR      server -> client: UTF-8 JSON {"code", "message"}; the server then closes that conversation.
 
@@ -40,6 +44,8 @@ from speech.chat import ChatSession
 
 PROTOCOL_VERSION = 1
 HANDSHAKE, AUDIO, TEXT, ERROR = 0x00, 0x01, 0x02, 0x03
+AUDIO_FORMATS = ("pcm16", "opus")
+MAX_OPTIONS_BYTES = 1024  # the handshake's JSON options
 MAX_AUDIO_BYTES = 2 * 24000  # one message: at most 1 s of 16-bit audio
 WS_MAX_BYTES = 1 << 22  # what the WebSocket layer reads at all
 MAX_BUFFER_S = 2.0  # a client may run this far ahead of real time
@@ -69,6 +75,9 @@ class Conversation:
     pending_reset: bool = False  # the tick loop resets the row before its first step (the only session caller)
     closed: bool = False
     error: tuple[str, str] | None = None
+    audio: str = "pcm16"  # the wire format negotiated in the handshake
+    opus_in: object | None = None  # speech.opus.OpusDecoder of the user's packets (audio == "opus")
+    opus_out: object | None = None  # speech.opus.OpusEncoder of the agent's frames
 
 
 def error_message(code: str, message: str) -> bytes:
@@ -171,14 +180,51 @@ class ChatServer:
         if msg.type != WSMsgType.BINARY:
             raise ProtocolError("malformed", "expected a binary handshake message (0x00, version)")
         data = msg.data
-        if len(data) != 2 or data[0] != HANDSHAKE:
+        if len(data) < 2 or data[0] != HANDSHAKE:
             raise ProtocolError("malformed", "the first message must be the handshake: bytes 0x00 and the version")
         if data[1] != PROTOCOL_VERSION:
             raise ProtocolError("version", f"protocol version {data[1]} is not supported; this server speaks "
                                            f"{PROTOCOL_VERSION}")
+        self._options(conv, data[2:])
         info = {"protocol": PROTOCOL_VERSION, "sample_rate": self.codec.sample_rate,
-                "frame_size": self.codec.frame_size, "frame_rate": self.codec.frame_rate, "session": conv.row}
+                "frame_size": self.codec.frame_size, "frame_rate": self.codec.frame_rate, "session": conv.row,
+                "audio": conv.audio}
         await conv.ws.send_bytes(bytes([HANDSHAKE]) + json.dumps(info).encode())
+
+    def _options(self, conv: Conversation, raw: bytes) -> None:
+        """The handshake's optional JSON options: {"audio": "pcm16" | "opus"}."""
+        if not raw:
+            return
+        if len(raw) > MAX_OPTIONS_BYTES:
+            raise ProtocolError("malformed", f"handshake options of {len(raw)} bytes; at most {MAX_OPTIONS_BYTES}")
+        try:
+            opts = json.loads(bytes(raw).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ProtocolError("malformed", f"handshake options are not UTF-8 JSON: {e}") from e
+        if not isinstance(opts, dict) or set(opts) - {"audio"}:
+            raise ProtocolError("malformed", f'handshake options must be a JSON object with the key "audio", got '
+                                             f"{str(opts)[:80]}")
+        audio = opts.get("audio", "pcm16")
+        if audio not in AUDIO_FORMATS:
+            raise ProtocolError("malformed", f"audio format {str(audio)[:40]!r} is unknown; formats: {AUDIO_FORMATS}")
+        if audio == "opus":
+            from speech import opus
+
+            if not opus.available():
+                raise ProtocolError("unsupported", "this server has no Opus (PyAV with libopus); use pcm16")
+            conv.opus_in = opus.OpusDecoder(self.codec.sample_rate)
+            conv.opus_out = opus.OpusEncoder(self.codec.sample_rate)
+        conv.audio = audio
+
+    def _opus_payload(self, conv: Conversation, data: bytes) -> bytes:
+        """An Opus message -> its PCM16 bytes (the buffer's format)."""
+        from speech.opus import unpack_packets
+
+        try:
+            pcm = [conv.opus_in.decode(p) for p in unpack_packets(data)]
+        except ValueError as e:
+            raise ProtocolError("malformed", f"opus audio: {e}") from e
+        return b"".join(x.astype("<i2").tobytes() for x in pcm)
 
     async def _receive(self, conv: Conversation) -> None:
         max_buffer = int(MAX_BUFFER_S * self.codec.sample_rate) * 2
@@ -205,6 +251,11 @@ class ChatServer:
             if kind != AUDIO:
                 raise ProtocolError("malformed", f"unknown or server-only message kind 0x{kind:02x}")
             payload = data[1:]
+            if conv.audio == "opus":  # bounded before decoding: at most 1 s of the largest packets
+                if len(payload) > MAX_AUDIO_BYTES:
+                    raise ProtocolError("oversized", f"opus message of {len(payload)} bytes; at most "
+                                                     f"{MAX_AUDIO_BYTES}")
+                payload = self._opus_payload(conv, payload)
             if len(payload) > MAX_AUDIO_BYTES:
                 raise ProtocolError("oversized", f"audio message of {len(payload)} bytes; at most {MAX_AUDIO_BYTES} "
                                                  "(1 s) per message")
@@ -262,8 +313,14 @@ class ChatServer:
                 if c.ws.closed or self.rows[c.row] is not c:
                     continue
                 frame = np.clip(out.agent_pcm[c.row].numpy() * 32768.0, -32768, 32767).astype("<i2")
+                if c.audio == "opus":
+                    from speech.opus import pack_packets
+
+                    body = pack_packets(c.opus_out.encode(frame.astype(np.int16)))
+                else:
+                    body = frame.tobytes()
                 try:
-                    await c.ws.send_bytes(bytes([AUDIO]) + frame.tobytes())
+                    await c.ws.send_bytes(bytes([AUDIO]) + body)
                     piece = out.text[c.row]
                     if piece is not None:
                         await c.ws.send_bytes(bytes([TEXT]) + struct.pack("<I", c.frames) + piece.encode())

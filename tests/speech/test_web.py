@@ -69,7 +69,14 @@ def browser(mic_wav: Path, tmp: Path):
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
 
-def test_page_talks_to_the_server_in_chromium(dialogues, tmp_path):
+@pytest.mark.parametrize("wire", ["pcm16", "opus"])
+def test_page_talks_to_the_server_in_chromium(dialogues, tmp_path, wire):
+    """With 16-bit PCM and with Opus on the wire (the page's WebCodecs, the server's PyAV)."""
+    if wire == "opus":
+        from speech import opus
+
+        if not opus.available():
+            pytest.skip("needs PyAV with libopus on the server (make test installs it)")
     from multistream.lm import RQTransformer
     from multistream.presets import tiny
     from speech.audio import write_wav
@@ -89,7 +96,7 @@ def test_page_talks_to_the_server_in_chromium(dialogues, tmp_path):
     with ServerThread(ChatSession(model, codec, text, batch_size=2, seed=0)) as srv:
         drv = browser(mic, tmp_path)
         try:
-            drv.get(f"http://127.0.0.1:{srv.port}/")
+            drv.get(f"http://127.0.0.1:{srv.port}/?audio={wire}")
             assert "multistream chat" in drv.title
             drv.find_element("id", "start").click()
             t0 = time.monotonic()
@@ -101,19 +108,21 @@ def test_page_talks_to_the_server_in_chromium(dialogues, tmp_path):
                 time.sleep(0.5)
             elapsed = time.monotonic() - t0
             assert stats["error"] is None, stats
-            assert stats["connected"], stats
+            assert stats["connected"] and stats["audio"] == wire, stats
             # real time: about 12.5 frames per second of microphone audio were sent
             assert 50 <= stats["sent"] <= 12.5 * elapsed * 1.3 + 10, (stats, elapsed)
             assert stats["received"] >= 40 and stats["text"], stats
+            assert stats["played"] >= stats["received"] - 5, stats  # every frame decoded and queued to play
             # read the page and the stats in one script call: text keeps arriving between two calls
             shown, streamed = drv.execute_script(
                 "return [document.getElementById('text').textContent, window.chatStats.text]"
             )
             assert shown.strip() and shown == streamed
             assert int(drv.find_element("id", "received").text) > 0
+            assert drv.find_element("id", "wire").text == wire
             out = ROOT / "docs" / "web_client.png"
             drv.save_screenshot(str(tmp_path / "page.png"))
-            if not out.exists():  # the README's picture; regenerate by deleting it
+            if not out.exists() and wire == "pcm16":  # the README's picture; regenerate by deleting it
                 shutil.copyfile(tmp_path / "page.png", out)
         finally:
             drv.quit()
