@@ -34,6 +34,7 @@ import json
 import secrets
 import struct
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ WS_MAX_BYTES = 1 << 22  # what the WebSocket layer reads at all
 MAX_BUFFER_S = 2.0  # a client may run this far ahead of real time
 HANDSHAKE_TIMEOUT_S = 5.0
 IDLE_TIMEOUT_S = 10.0
+TIMINGS_KEPT = 100_000  # ticks of timing history (2.2 h at 12.5 Hz)
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
@@ -94,7 +96,10 @@ class ChatServer:
         self.token = token
         self.frame_s = frame_s if frame_s is not None else 1.0 / self.codec.frame_rate
         self.rows: list[Conversation | None] = [None] * self.max_sessions
-        self.tick_ms: list[float] = []  # compute time of every tick (for bench_server)
+        # the last TIMINGS_KEPT ticks (bounded: a server runs for days): each step as the event loop waits for it,
+        # and the step's own compute time in its worker thread (for bench_server)
+        self.tick_ms: deque[float] = deque(maxlen=TIMINGS_KEPT)
+        self.step_ms: deque[float] = deque(maxlen=TIMINGS_KEPT)
         self.ticks = 0
         self.late_frames = 0  # ticks at which a live conversation had less than a frame of user audio buffered
         self.peak_buffer = 0  # the largest per-conversation input buffer seen, in bytes (bounded by design)
@@ -299,6 +304,12 @@ class ChatServer:
                 del c.buffer[:n]
         return torch.from_numpy(pcm), live
 
+    def _timed_step(self, pcm: torch.Tensor):
+        t0 = time.perf_counter()
+        out = self.session.step(pcm)
+        self.step_ms.append((time.perf_counter() - t0) * 1000)
+        return out
+
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_t = loop.time()
@@ -306,7 +317,7 @@ class ChatServer:
             next_t += self.frame_s
             pcm, live = self._gather()
             t0 = time.perf_counter()
-            out = await loop.run_in_executor(None, self.session.step, pcm)
+            out = await loop.run_in_executor(None, self._timed_step, pcm)
             self.tick_ms.append((time.perf_counter() - t0) * 1000)
             self.ticks += 1
             for c in live:

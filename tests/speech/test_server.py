@@ -300,3 +300,23 @@ def test_a_slow_server_does_not_blame_a_real_time_client(parts):
     error, dropped, peak, sent = serve(parts, run, max_sessions=1)
     assert error is None and sent >= 40
     assert dropped > 0 and peak <= 2 * int(MAX_BUFFER_S * 24000)
+
+
+def test_bench_server_script_runs_clients_in_a_child_process(tmp_path):
+    """A short load test: the table and the JSON hold real per-tick figures for each N."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "scripts/bench_server.py", "--untrained", "--clients", "1", "2", "--seconds",
+                        "2", "--threads", "1", "--out", str(out)], cwd=root, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(out.read_text())
+    assert [row["clients"] for row in rep["results"]] == [1, 2] and rep["wire"] == "pcm16"
+    for row in rep["results"]:
+        assert row["ticks"] >= 15 and row["errors"] == [] and row["short_replies"] == 0
+        assert 0 < row["step_p50_ms"] <= row["tick_p50_ms"] * 1.5 and row["tick_p99_ms"] >= row["tick_p50_ms"]
+    assert "step p50" in r.stdout
