@@ -4,14 +4,14 @@
 Streams a recording through the duplex chat session as if it were live, 80 ms at a time (then --tail seconds of
 silence so the agent can answer), and writes:
     OUT.wav      stereo 24 kHz: channel 0 the user, channel 1 the agent
-    OUT.json     the agent's monologue text with the time of every piece, and the whole text
-    OUT.png      both waveforms with the monologue text over time
+    OUT.json     the agent's monologue text with the time of every piece, and the whole text (and, for a model
+                 with the user transcript stream, what it heard the user say)
+    OUT.png      both waveforms with the monologue text (and the heard transcript) over time
 `--say` synthesizes the question with a held-out user voice first (never heard in training). The input must be
 a mono 16-bit wav at 24 kHz.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -74,6 +74,7 @@ def load_question(args: argparse.Namespace, sample_rate: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    from multistream.atomic import atomic_write_json
     from speech.audio import write_wav
     from speech.chat import load_chat, plot_conversation, stream_recordings
 
@@ -91,8 +92,13 @@ def run(args: argparse.Namespace) -> None:
     info = {"ckpt": str(args.ckpt), "question_s": round(len(question) / codec.sample_rate, 3),
             "said" if args.say else "input": args.say or args.inp, "text": whole, "pieces": pieces,
             "first_text_s": first_speech}
-    out.with_suffix(".json").write_text(json.dumps(info, indent=2))
-    plot_conversation(user, agent, pieces, codec.sample_rate, out.with_suffix(".png"))
+    heard = None
+    if st.heard is not None:
+        heard = [{"t": t, "piece": p} for t, p in st.heard[0]]
+        info["heard"], info["heard_pieces"] = "".join(p["piece"] for p in heard).strip(), heard
+        print(f"it heard: {info['heard']!r}")
+    atomic_write_json(out.with_suffix(".json"), info, indent=2)
+    plot_conversation(user, agent, pieces, codec.sample_rate, out.with_suffix(".png"), heard=heard)
     print(f"agent said: {whole!r}")
     print(f"wrote {out} (user | agent), {out.with_suffix('.json')}, {out.with_suffix('.png')}")
 

@@ -196,8 +196,9 @@ def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueT
 
 # ---- a picture of a conversation ----------------------------------------------------------------------------------
 def plot_conversation(user: np.ndarray, agent: np.ndarray, pieces: list[dict], sr: int, path: str | os.PathLike,
-                      title: str | None = None) -> None:
-    """Both waveforms, one above the other, with the monologue pieces ({"t": s, "piece": str}) over time."""
+                      title: str | None = None, heard: list[dict] | None = None) -> None:
+    """Both waveforms, one above the other, with the monologue pieces ({"t": s, "piece": str}) over time, and the
+    model's transcript of the user (`heard`, same form) over the user's waveform."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,6 +208,9 @@ def plot_conversation(user: np.ndarray, agent: np.ndarray, pieces: list[dict], s
     fig, axes = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True)
     axes[0].plot(t, user, lw=0.4, color="tab:blue")
     axes[0].set_ylabel("user")
+    for p in heard or ():
+        axes[0].text(p["t"], 0.9, p["piece"], fontsize=7, rotation=60, va="bottom", color="tab:green",
+                     transform=axes[0].get_xaxis_transform())
     axes[1].plot(t, agent, lw=0.4, color="tab:orange")
     axes[1].set_ylabel("agent")
     for p in pieces:
