@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
 from robot.command import CommandWords
 from robot.tokenizers import QuantileBins, UniformBins
+
+# (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
+Intervene = Callable[[int, dict[str, np.ndarray], dict[str, Any], gym.Env], "np.ndarray | None"]
 
 COMMAND = "command"
 ACTION = F.ACTION
@@ -134,6 +138,38 @@ def model_config(cfg: PolicyConfig, streams: StreamSet, dropout: float = 0.0) ->
         depth=TransformerConfig(d_model=cfg.depth_d_model, num_layers=cfg.depth_layers, num_heads=4,
                                 dropout=dropout),
     )
+
+
+def drop_action_input(model: RQTransformer) -> None:
+    """Zero and freeze the temporal transformer's input embeddings of the action stream, so that the policy no
+    longer sees its own past actions (a training option, like dropout; the zero rows travel in the weights, so a
+    loaded policy needs nothing else). Why: with its past actions as input, an imitation policy can read the
+    expert's intent from the previous action (teacher-forced, the history already points at the target) instead
+    of from the camera and the command: the copycat shortcut (Wen et al. 2020; de Haan et al. 2019, causal
+    confusion). The depth transformer still conditions each action codebook on the ones before it in the same
+    frame."""
+    rows = []
+    i = 0
+    for s in model.streams.token_streams:
+        if s.name == ACTION:
+            rows = list(range(i, i + s.num_codebooks))
+        i += s.num_codebooks
+    if not rows:
+        raise ValueError(f"the model has no {ACTION!r} token stream")
+    with torch.no_grad():
+        for r in rows:
+            model.embs[r].weight.zero_()
+            model.embs[r].weight.requires_grad_(False)
+
+
+def sees_action_input(model: RQTransformer) -> bool:
+    """False when `drop_action_input` was applied (every action input embedding is zero)."""
+    i = 0
+    for s in model.streams.token_streams:
+        if s.name == ACTION:
+            return any(bool(model.embs[r].weight.abs().sum() > 0) for r in range(i, i + s.num_codebooks))
+        i += s.num_codebooks
+    return False
 
 
 def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
@@ -239,6 +275,14 @@ class Policy:
         binding = policy_binding(streams, tok).load_norm_state(json.loads((base / NORM_FILE).read_text()))
         return cls(model, cfg, tok, binding)
 
+    def _action_codes(self, action: np.ndarray) -> torch.Tensor:
+        """An executed action [5] (e.g. an expert's) -> its tokens [5]; refused if not a finite [5] vector."""
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (F.EE_DELTA_ACTION_DIM,) or not np.isfinite(a).all():
+            raise ValueError(f"an intervening action must be a finite [{F.EE_DELTA_ACTION_DIM}] vector, got "
+                             f"{a.tolist()}")
+        return self.tok.action.encode(torch.from_numpy(a)[None, None])[0, :, 0]  # [5]
+
     def _obs_inputs(self, obs: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         items = {k: torch.from_numpy(np.stack([o[k] for o in obs]))[:, None] for k in self._obs}  # [B, 1, ...]
         batch = self.binding.raw_to_batch(items, self._obs)
@@ -246,10 +290,16 @@ class Policy:
 
     @torch.no_grad()
     def rollout(self, task: str, seeds: list[int], split: str = "train", commands: list[str] | None = None,
-                batch_size: int = 8, sampling: Sampling | None = None, progress: bool = False) -> list[dict]:
+                batch_size: int = 8, sampling: Sampling | None = None, progress: bool = False,
+                intervene: Intervene | None = None) -> list[dict]:
         """Run one episode per seed, `batch_size` envs at a time in one batched Generator; returns per seed
         {seed, success, length, command, actions [T, 5]} in seed order. `commands` overrides the env's own
-        instruction (one per seed)."""
+        instruction (one per seed).
+
+        `intervene(i, obs, info, env)`: called before every acting frame of seed index `i` with the observation
+        the action will be chosen from, the env's info of that state (privileged state included) and the env;
+        it returns None (the policy acts) or an action [5] that is executed instead. The action is forced into
+        the Generator as its tokens, so the policy's own history holds what was executed (DAgger's mixture)."""
         if task not in envs.TASK_IDS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(envs.TASK_IDS)}")
         if not seeds:
@@ -270,8 +320,8 @@ class Policy:
             i = queue.pop(0)
             obs, info = pool[r].reset(seed=seeds[i])
             text = commands[i] if commands is not None else info["instruction"]
-            return {"i": i, "obs": obs, "words": self.tok.words.ids(text), "heard": 0, "command": text,
-                    "actions": [], "success": False}
+            return {"i": i, "obs": obs, "info": info, "words": self.tok.words.ids(text), "heard": 0,
+                    "command": text, "actions": [], "success": False}
 
         from tqdm import tqdm
 
@@ -291,8 +341,12 @@ class Policy:
                             continue
                         if row["heard"] < len(row["words"]):  # listening: one word per frame, holding still
                             cmd[r, 0] = row["words"][row["heard"]]
-                        else:
+                            continue
+                        forced = None if intervene is None else intervene(row["i"], row["obs"], row["info"], pool[r])
+                        if forced is None:
                             act[r] = FREE_ID  # acting: the model chooses
+                        else:
+                            act[r] = self._action_codes(forced)
                     t0 = time.perf_counter()
                     out = gen.step({**self._obs_inputs(obs), COMMAND: cmd, ACTION: act})
                     step_s.append(time.perf_counter() - t0)
@@ -308,6 +362,7 @@ class Policy:
                             raise RuntimeError(f"policy produced an invalid action code {c.flatten().tolist()}")
                         a = self.tok.action.decode(c)[0, 0].numpy().astype(np.float32)  # [5] in [-1, 1]
                         row["obs"], _, terminated, truncated, info = pool[r].step(a)
+                        row["info"] = info
                         row["actions"].append(a)
                         row["success"] = row["success"] or bool(info["is_success"])
                         if terminated or truncated:

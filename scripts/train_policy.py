@@ -1,11 +1,13 @@
 """usage: python scripts/train_policy.py --store data/robot/touch.zarr --out runs/policy_touch [--steps 3000]
                                       [--batch 16] [--lr 1e-3] [--minutes M] [--device cpu|cuda] [--resume]
                                       [--dropout 0.1] [--aug-shift 2] [--aug-brightness 0.1]
+                                      [--init CKPT] [--no-action-input] [--warmup 100] [--dagger-frac 0.5]
 
 Trains the commanded policy (robot/policy.py) on a policy store (scripts/make_robot_data.py) with the engine's
 Trainer: bf16 autocast, cosine schedule, checkpoints in OUT/checkpoint with exact resume (rerun with --resume),
 metrics.jsonl and loss.png. Every window starts at an episode's first frame, so the policy hears its command; the
-last 5% of the episodes (at least one) are held out and their teacher-forced action accuracy is printed at the end.
+last 5% of the expert demos (at least one; DAgger episodes always train) are held out and their teacher-forced
+action accuracy is printed at the end.
 The policy files (tokenizers, normalisation, config) are written to OUT, where `Policy.load(OUT/checkpoint)` and
 scripts/eval_policy.py find them.
 
@@ -13,10 +15,16 @@ Against overfitting: `--dropout` in both transformers (off at inference), and `-
 each training episode's camera frames moved by up to that many pixels and scaled in brightness (robot/augment.py;
 training batches only, never the held-out replay or a rollout). Frames that are padding in every row of a batch
 are cut (exact: they carry no target and the model is causal).
+
+`--no-action-input`: the policy does not see its own past actions (robot.policy.drop_action_input: the copycat
+shortcut). `--init CKPT`: start from that checkpoint's weights (a fresh run: new optimizer and schedule; its policy
+files must match the store's tokenizers), e.g. to fine-tune on a DAgger-aggregated store (scripts/dagger_policy.py);
+`--dagger-frac F` then draws that share of every batch from the store's DAgger episodes, the rest from the demos.
 """
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -35,6 +43,12 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout in the temporal and depth transformers")
     ap.add_argument("--aug-shift", type=int, default=0, help="max random shift of the camera image, pixels")
     ap.add_argument("--aug-brightness", type=float, default=0.0, help="max relative brightness jitter, e.g. 0.1")
+    ap.add_argument("--init", default=None, help="checkpoint whose weights start this run (fine-tuning)")
+    ap.add_argument("--no-action-input", action="store_true",
+                    help="the policy does not see its own past actions (zeroed, frozen action input embeddings)")
+    ap.add_argument("--warmup", type=int, default=100, help="learning-rate warmup steps")
+    ap.add_argument("--dagger-frac", type=float, default=0.0,
+                    help="share of every batch drawn from the store's DAgger episodes (0: uniform over all episodes)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true",
@@ -43,6 +57,10 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue the run in --out")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    if args.warmup < 0:
+        ap.error(f"--warmup must be >= 0, got {args.warmup}")
+    if not 0.0 <= args.dagger_frac < 1.0:
+        ap.error(f"--dagger-frac must be in [0, 1), got {args.dagger_frac}")
     for name in ("steps", "batch", "ckpt_every"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -73,8 +91,11 @@ def run(args: argparse.Namespace) -> None:
     from robot.augment import augmented_batch_fn, trim_padding
     from robot.policy import (
         ACTION,
+        NORM_FILE,
+        TOKENIZERS_FILE,
         PolicyConfig,
         PolicyTokenizers,
+        drop_action_input,
         model_config,
         policy_binding,
         policy_streams,
@@ -83,6 +104,9 @@ def run(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     refuse_existing_run(out, args.resume)
+    init = Path(args.init) if args.init else None
+    if init is not None and not (init / "model.safetensors").is_file():
+        raise FileNotFoundError(f"--init {init}: no model.safetensors there (pass a checkpoint directory)")
     if not Path(args.store).exists():
         raise FileNotFoundError(f"no policy store at {args.store} (make one with scripts/make_robot_data.py)")
     store = EpisodeStore.open(args.store)
@@ -93,32 +117,73 @@ def run(args: argparse.Namespace) -> None:
     streams = policy_streams(cfg, tok)
     binding = policy_binding(streams, tok)
     n = store.num_episodes
-    n_val = max(1, n // 20)
-    if n - n_val < 1:
-        raise ValueError(f"{args.store} has {n} episodes; need at least 2 (one is held out)")
-    train_eps, val_eps = list(range(n - n_val)), list(range(n - n_val, n))
+    # held out: the last 5% of the expert demos (DAgger episodes appended by scripts/dagger_policy.py all train)
+    demo_eps = [i for i, m in enumerate(store.episode_metas()) if m.get("source") != "dagger"]
+    n_val = max(1, len(demo_eps) // 20)
+    if n - n_val < 1 or not demo_eps:
+        raise ValueError(f"{args.store} has {n} episodes ({len(demo_eps)} demos); need at least 2, one a demo "
+                         "(held out)")
+    val_eps = demo_eps[-n_val:]
+    held, demo_set = set(val_eps), set(demo_eps)
+    train_eps = [i for i in range(n) if i not in held]
     window = max(store.episode_length(i) for i in range(n))
-    base_fn = binding.batch_fn(store, window=window, batch_size=args.batch, seed=args.seed, episodes=train_eps,
-                               from_episode_start=True)
+    dagger_eps = [i for i in train_eps if i not in demo_set]
+    n_dagger = round(args.batch * args.dagger_frac)
+    if n_dagger and not dagger_eps:
+        raise ValueError(f"--dagger-frac {args.dagger_frac}: {args.store} has no DAgger episodes")
+    if n_dagger in (0, args.batch) and args.dagger_frac > 0:
+        raise ValueError(f"--dagger-frac {args.dagger_frac} of --batch {args.batch} leaves no row to one of the two "
+                         "sources; use a larger batch or another fraction")
+    if n_dagger:  # a fixed share of every batch from the DAgger episodes, the rest from the demos
+        demo_train = [i for i in train_eps if i in demo_set]
+        fns = [binding.batch_fn(store, window=window, batch_size=args.batch - n_dagger, seed=args.seed,
+                                episodes=demo_train, from_episode_start=True),
+               binding.batch_fn(store, window=window, batch_size=n_dagger, seed=args.seed + 1, episodes=dagger_eps,
+                                from_episode_start=True)]
+
+        def base_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+            parts = [f(step, micro, rank, world) for f in fns]
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    else:
+        base_fn = binding.batch_fn(store, window=window, batch_size=args.batch, seed=args.seed, episodes=train_eps,
+                                   from_episode_start=True)
     images = [s.name for s in streams if s.continuous and len(s.feature_shape) == 3]
     aug_fn = augmented_batch_fn(base_fn, images, args.augment, seed=args.seed)
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
         return trim_padding(aug_fn(step, micro, rank, world), streams)
 
+    if init is not None:  # keep the normalisation the init weights were trained with (a grown store shifts it)
+        files = next((d for d in (init, init.parent) if (d / NORM_FILE).is_file()), None)
+        if files is None:
+            raise FileNotFoundError(f"--init {init}: no {NORM_FILE} there or in its parent")
+        binding.load_norm_state(json.loads((files / NORM_FILE).read_text()))
     save_policy_files(out, cfg, tok, binding)
 
     lm_cfg = model_config(cfg, streams, dropout=args.dropout)
     torch.manual_seed(args.seed)
     model = RQTransformer(lm_cfg)
+    if init is not None and not args.resume:  # a resume reloads the run's own checkpoint instead
+        from multistream.checkpoint import load_weights
+
+        files = next((d for d in (init, init.parent) if (d / TOKENIZERS_FILE).is_file()), None)
+        if files is None or PolicyTokenizers.from_json(json.loads((files / TOKENIZERS_FILE).read_text())).to_json() \
+                != tok.to_json():
+            raise ValueError(f"--init {init}: its policy tokenizers are missing or differ from those of {args.store}")
+        load_weights(init, model)
+    if args.no_action_input:
+        drop_action_input(model)
     print(f"policy: {model.num_parameters() / 1e6:.2f} M parameters; {len(train_eps)} train / {len(val_eps)} held-out "
           f"episodes; window {window} frames")
-    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=100,
+    tc = TrainConfig(out_dir=str(out), max_steps=args.steps, lr=args.lr, warmup_steps=args.warmup,
                      weight_decay=0.0, ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
                      autocast=args.bf16, max_minutes=args.minutes)
     # a resume must draw the same batches: the Trainer refuses a different batch size (the seed is in tc)
     trainer = Trainer(model, lm_cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
                       run_info={"batch": args.batch, "store": str(Path(args.store).resolve()),
+                                **({"init": str(init)} if init else {}),
+                                **({"action_input": False} if args.no_action_input else {}),
+                                **({"dagger_frac": args.dagger_frac} if args.dagger_frac else {}),
                                 **({"augment": dataclasses.asdict(args.augment)} if args.augment.active else {})})
     trainer.fit()
 
