@@ -11,6 +11,8 @@ recorded dialogues themselves (the data the model imitates):
     duplex    latency from the end of a question to audible agent speech (goal median <= 0.3 s); barge-ins the
               agent stops within 0.4 s (goal >= 90%); mid-sentence user pauses in which it takes the turn (goal
               <= 20%); backchannels
+    listening --store: teacher-forced losses per split, and how much the text losses rise when the model is given
+              another dialogue's user audio (near 0: it does not use what it hears)
     real time per-frame cost of the whole loop (codec encode + model step + codec decode), one conversation,
               median and p99 as a fraction of the 80 ms frame, fp32 and int8 (goal <= 0.5)
     hearing   models with the user transcript stream (text.user): word error rate of what it wrote the user said
@@ -123,6 +125,7 @@ def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch:
     from multistream.loss import lm_loss
     from multistream.store import EpisodeStore
     from speech.chat_data import dialogue_batch_fn
+    from speech.streams import TEXT, USER, USER_TEXT
 
     store = EpisodeStore.open(store_path)
     res = {}
@@ -134,11 +137,18 @@ def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch:
         tot: dict[str, float] = {}
         with torch.no_grad():
             for i in range(batches):
-                out = lm_loss(model(fn(i, 0, 0, 1)), model.streams)
+                b = fn(i, 0, 0, 1)
+                out = lm_loss(model(b), model.streams)
                 for k, v in out.per_stream.items():
                     tot[f"loss {k}"] = tot.get(f"loss {k}", 0.0) + v / batches
                 for k, v in out.accuracy.items():
                     tot[f"acc {k}"] = tot.get(f"acc {k}", 0.0) + v / batches
+                # does it listen? the same windows with another window's user audio: the text losses' rise
+                other = lm_loss(model({**b, USER: b[USER].roll(1, dims=0)}), model.streams)
+                for k in (TEXT, USER_TEXT):
+                    if k in other.per_stream:
+                        rise = other.per_stream[k] - out.per_stream[k]
+                        tot[f"listen {k}"] = tot.get(f"listen {k}", 0.0) + rise / batches
         res[split] = tot
     return res
 
@@ -252,7 +262,8 @@ def run(args: argparse.Namespace) -> None:
         lines.append(f"| loop cost / 80 ms, {k}, 1 conversation (median / p99) | {v['median']:.3f} / "
                      f"{v['p99']:.3f} | | <= 0.5 |")
     if tf:
-        lines += ["", "Teacher-forced on random 10 s windows of each split (loss / accuracy per predicted stream):", "",
+        lines += ["", "Teacher-forced on random 10 s windows of each split (loss / accuracy per predicted stream; "
+                  "listen: how much the loss rises when the windows get another dialogue's user audio):", "",
                   "| split | " + " | ".join(next(iter(tf.values()))) + " |",
                   "|---|" + "---|" * len(next(iter(tf.values())))]
         lines += [f"| {sp} | " + " | ".join(f"{v:.3f}" for v in d.values()) + " |" for sp, d in tf.items()]

@@ -137,8 +137,8 @@ def test_eval_chat_script(recorded_dir, tmp_path):
     d = recorded_dir
     codec = make_codec(tmp_path / "codec")
     text = MonologueText(d / "tokenizer.model")
-    torch.manual_seed(0)
-    model = RQTransformer(tiny(chat_streams(codec, text))).eval()
+    torch.manual_seed(0)  # with the user transcript stream, so that the hearing measures run too
+    model = RQTransformer(tiny(chat_streams(codec, text, user_text_delay=2))).eval()
     save_checkpoint(tmp_path / "chat", model, model.cfg)
     save_chat_files(tmp_path / "chat", tmp_path / "codec", d / "tokenizer.model")
     from speech.tokenize import tokenize_dialogues
@@ -160,7 +160,11 @@ def test_eval_chat_script(recorded_dir, tmp_path):
     assert rep["speech"] is not None and "answers correct" in (tmp_path / "eval" / "table.md").read_text()
     assert len(list((tmp_path / "eval").glob("*.png"))) == 1
     tf = rep["teacher_forced"]["train"]  # an untrained model: about uniform over the vocabularies
-    assert set(tf) == {"loss text", "loss audio.agent", "acc text", "acc audio.agent"} and tf["loss text"] > 1.0
+    assert set(tf) == {f"{m} {k}" for m in ("loss", "acc") for k in ("text", "audio.agent", "text.user")} | {
+        "listen text", "listen text.user"} and tf["loss text"] > 1.0
+    assert all(np.isfinite(v) for v in tf.values())
+    assert rep["model"]["heard_words"] > 0 and rep["model"]["heard_wer"] >= 0
+    assert "its transcript of the user" in (tmp_path / "eval" / "table.md").read_text()
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and "is not a chat checkpoint" in r.stderr
