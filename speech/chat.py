@@ -119,10 +119,9 @@ class ChatSession:
         heard = None
         if self.hears:
             heard = [None] * self.batch_size
-            if USER_TEXT in out.tokens:
-                ready = (out.frames[USER_TEXT] >= 0).tolist()
-                pieces_u = self._pieces(out.tokens[USER_TEXT][:, 0])
-                heard = [p if r else None for p, r in zip(pieces_u, ready, strict=True)]
+            if USER_TEXT in out.tokens:  # rows whose delay has not filled yet (e.g. just reset) hold placeholders
+                ready = out.frames[USER_TEXT] >= 0
+                heard = self._pieces(torch.where(ready, out.tokens[USER_TEXT][:, 0], self.text.pad_id))
         agent_pcm = pcm.new_zeros(self.batch_size, self.codec.frame_size)
         frame = torch.full((self.batch_size,), -1, dtype=torch.long)
         if AGENT in out.tokens:
@@ -140,8 +139,9 @@ class ChatSession:
         """Text ids [B] -> pieces; they keep their word-boundary spaces (sentencepiece's U+2581), so that clients can
         simply concatenate them."""
         sp = self.text.tok.sp
-        return [None if int(i) in self._special or int(i) < 0 or sp.is_control(int(i)) or sp.is_unknown(int(i))
-                else sp.id_to_piece(int(i)).replace("\u2581", " ") for i in ids]
+        n = sp.get_piece_size()
+        return [None if int(i) in self._special or not 0 <= int(i) < n or sp.is_control(int(i))
+                or sp.is_unknown(int(i)) else sp.id_to_piece(int(i)).replace("\u2581", " ") for i in ids]
 
     def _decoder_modules(self):
         c = self.codec.codec

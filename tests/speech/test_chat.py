@@ -127,6 +127,19 @@ def test_session_errors(chat_setup):
         ChatSession(model, codec, text).step(torch.zeros(1, 1920))
     other = chat_streams(codec, text, acoustic_delay=1)
     assert other == model.streams
+    # with the user transcript stream (delay 2): a row reset while another row is past its delay must not turn the
+    # reset row's placeholder tokens into text (it did: an out-of-range piece id crashed the server's tick)
+    torch.manual_seed(2)
+    hears = RQTransformer(tiny(chat_streams(codec, text, user_text_delay=2))).eval()
+    with ChatSession(hears, codec, text, batch_size=2, sampling=chat_sampling(), seed=0) as chat:
+        for _ in range(3):
+            chat.step(torch.zeros(2, 1920))
+        chat.reset([1])
+        for i in range(3):
+            out = chat.step(0.01 * torch.randn(2, 1920))
+            assert out.heard is not None and len(out.heard) == 2
+            if i < 2:
+                assert out.heard[1] is None  # not ready: nothing heard yet
 
 
 @pytest.fixture(scope="module")
