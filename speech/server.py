@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from aiohttp import WSMsgType, web
 
+from speech import opus
 from speech.chat import ChatSession
 
 PROTOCOL_VERSION = 1
@@ -78,8 +79,8 @@ class Conversation:
     closed: bool = False
     error: tuple[str, str] | None = None
     audio: str = "pcm16"  # the wire format negotiated in the handshake
-    opus_in: object | None = None  # speech.opus.OpusDecoder of the user's packets (audio == "opus")
-    opus_out: object | None = None  # speech.opus.OpusEncoder of the agent's frames
+    opus_in: opus.OpusDecoder | None = None  # of the user's packets (audio == "opus")
+    opus_out: opus.OpusEncoder | None = None  # of the agent's frames
 
 
 def error_message(code: str, message: str) -> bytes:
@@ -213,8 +214,6 @@ class ChatServer:
         if audio not in AUDIO_FORMATS:
             raise ProtocolError("malformed", f"audio format {str(audio)[:40]!r} is unknown; formats: {AUDIO_FORMATS}")
         if audio == "opus":
-            from speech import opus
-
             if not opus.available():
                 raise ProtocolError("unsupported", "this server has no Opus (PyAV with libopus); use pcm16")
             conv.opus_in = opus.OpusDecoder(self.codec.sample_rate)
@@ -223,10 +222,8 @@ class ChatServer:
 
     def _opus_payload(self, conv: Conversation, data: bytes) -> bytes:
         """An Opus message -> its PCM16 bytes (the buffer's format)."""
-        from speech.opus import unpack_packets
-
         try:
-            pcm = [conv.opus_in.decode(p) for p in unpack_packets(data)]
+            pcm = [conv.opus_in.decode(p) for p in opus.unpack_packets(data)]
         except ValueError as e:
             raise ProtocolError("malformed", f"opus audio: {e}") from e
         return b"".join(x.astype("<i2").tobytes() for x in pcm)
@@ -325,9 +322,7 @@ class ChatServer:
                     continue
                 frame = np.clip(out.agent_pcm[c.row].numpy() * 32768.0, -32768, 32767).astype("<i2")
                 if c.audio == "opus":
-                    from speech.opus import pack_packets
-
-                    body = pack_packets(c.opus_out.encode(frame.astype(np.int16)))
+                    body = opus.pack_packets(c.opus_out.encode(frame.astype(np.int16, copy=False)))
                 else:
                     body = frame.tobytes()
                 try:
