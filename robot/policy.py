@@ -148,12 +148,7 @@ def drop_action_input(model: RQTransformer) -> None:
     of from the camera and the command: the copycat shortcut (Wen et al. 2020; de Haan et al. 2019, causal
     confusion). The depth transformer still conditions each action codebook on the ones before it in the same
     frame."""
-    rows = []
-    i = 0
-    for s in model.streams.token_streams:
-        if s.name == ACTION:
-            rows = list(range(i, i + s.num_codebooks))
-        i += s.num_codebooks
+    rows = _action_embedding_rows(model)
     if not rows:
         raise ValueError(f"the model has no {ACTION!r} token stream")
     with torch.no_grad():
@@ -164,12 +159,17 @@ def drop_action_input(model: RQTransformer) -> None:
 
 def sees_action_input(model: RQTransformer) -> bool:
     """False when `drop_action_input` was applied (every action input embedding is zero)."""
+    return any(bool(model.embs[r].weight.abs().sum() > 0) for r in _action_embedding_rows(model))
+
+
+def _action_embedding_rows(model: RQTransformer) -> list[int]:
+    """Indices in `model.embs` of the action stream's codebooks (embeddings follow the token streams' order)."""
     i = 0
     for s in model.streams.token_streams:
         if s.name == ACTION:
-            return any(bool(model.embs[r].weight.abs().sum() > 0) for r in range(i, i + s.num_codebooks))
+            return list(range(i, i + s.num_codebooks))
         i += s.num_codebooks
-    return False
+    return []
 
 
 def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:

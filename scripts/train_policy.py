@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> None:
     from multistream.store import EpisodeStore
     from multistream.trainer import TrainConfig, Trainer
     from robot.augment import augmented_batch_fn, trim_padding
+    from robot.dagger import SOURCE as DAGGER_SOURCE
     from robot.policy import (
         ACTION,
         NORM_FILE,
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
     binding = policy_binding(streams, tok)
     n = store.num_episodes
     # held out: the last 5% of the expert demos (DAgger episodes appended by scripts/dagger_policy.py all train)
-    demo_eps = [i for i, m in enumerate(store.episode_metas()) if m.get("source") != "dagger"]
+    demo_eps = [i for i, m in enumerate(store.episode_metas()) if m.get("source") != DAGGER_SOURCE]
     n_val = max(1, len(demo_eps) // 20)
     if n - n_val < 1 or not demo_eps:
         raise ValueError(f"{args.store} has {n} episodes ({len(demo_eps)} demos); need at least 2, one a demo "
