@@ -4,6 +4,7 @@
 usage: python scripts/compare_codec_losses.py --out runs/codec_cmp/mel --data data/codec_cmp/train.npz
            [--init checkpoints/codec_tiny | --init '' --preset tiny] [--steps 300] [--minutes M]
            [--stft-weight 0] [--phase-weight 0] [--wave-weight 0] [--mel-weight 1] [--lr 3e-4] [--threads 1]
+           [--head init|seanet|hnr|seanet+hnr]
 
 Runs on the engine's Trainer (speech.codec.train.make_trainer), so OUT is an ordinary codec run directory
 (`checkpoint/` with config.json holding this arm's LossConfig, metrics.jsonl, loss.png, phones.json); continue it
@@ -47,6 +48,9 @@ p.add_argument("--mel-weight", type=float, default=1.0)
 p.add_argument("--stft-weight", type=float, default=0.0)
 p.add_argument("--phase-weight", type=float, default=0.0)
 p.add_argument("--wave-weight", type=float, default=0.0)
+p.add_argument("--head", choices=["init", "seanet", "hnr", "seanet+hnr"], default="init",
+               help="decoder output (speech.codec.config.HEADS); 'init' keeps --init's. Parts the init lacks (e.g. "
+                    "the harmonic-plus-noise head added to a SEANet codec) start fresh and are listed")
 p.add_argument("--ckpt-every", type=int, default=100)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
@@ -69,6 +73,8 @@ else:
 cfg.loss.mel_weight, cfg.loss.stft_weight = args.mel_weight, args.stft_weight
 cfg.loss.phase_weight, cfg.loss.wave_weight = args.phase_weight, args.wave_weight
 cfg.loss.__post_init__()  # validate the overrides
+if args.head != "init":
+    cfg.head = args.head
 cache = load_clip_cache(args.data)
 if vocab is None:
     vocab = PhoneVocab.from_labels(cache.labels, cfg.num_phones)
@@ -77,7 +83,9 @@ vocab.save(out / PHONES)
 torch.manual_seed(args.seed)
 codec = MimiCodec(cfg)
 if args.init:
-    load_weights(args.init, codec)
+    fresh = load_weights(args.init, codec, allow_missing=args.head != "init")
+    if fresh:
+        print(f"not in --init, starting fresh: {sorted({k.split('.')[0] for k in fresh})} ({len(fresh)} tensors)")
 trainer = make_trainer(codec, ClipDataset(cache, vocab, args.segment_frames), out, args.steps, args.batch_size,
                        lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed, ckpt_every=args.ckpt_every,
                        max_minutes=args.minutes, files={PHONES: out / PHONES})

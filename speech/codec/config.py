@@ -157,7 +157,34 @@ class HNRConfig:
             raise ValueError(f"HNRConfig.noise_table must be >= 1024 samples, got {self.noise_table}")
 
 
-HEADS = ("seanet", "hnr", "seanet+hnr")
+@dataclass
+class SpectralConfig:
+    """Spectral encoder / inverse-STFT decoder (speech.codec.spectral), used when CodecConfig.encoder is
+    'spectral' (encoder) and CodecConfig.head is 'istft' (decoder). Convs run at sample_rate / hop frames per s."""
+
+    hop: int = 240  # samples per spectral frame (10 ms at 24 kHz); must divide the latent hop
+    analysis_fft: int = 960  # encoder window (40 ms), causal: it ends with its frame's hop
+    synthesis_fft: int = 480  # decoder frame length (20 ms, 50% overlap-add)
+    channels: int = 256  # width of the residual convs at the frame rate
+    n_residual_layers: int = 4  # residual units (dilations dilation_base**j) in encoder and decoder
+    kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+
+    def __post_init__(self):
+        for name in ("hop", "analysis_fft", "synthesis_fft", "channels", "kernel_size", "dilation_base", "compress"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SpectralConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_residual_layers < 0:
+            raise ValueError(f"SpectralConfig.n_residual_layers must be >= 0, got {self.n_residual_layers}")
+        for name in ("analysis_fft", "synthesis_fft"):
+            n = getattr(self, name)
+            if n < self.hop or n % self.hop:
+                raise ValueError(f"SpectralConfig.{name} ({n}) must be a multiple of the hop ({self.hop})")
+
+
+HEADS = ("seanet", "hnr", "seanet+hnr", "istft")
+ENCODERS = ("seanet", "spectral")
 
 
 @dataclass
@@ -173,6 +200,8 @@ class CodecConfig:
     num_phones: int = 128  # classes of the semantic-distillation head (phone ids; 0 = unknown/silence)
     head: str = "seanet"  # decoder output: SEANet conv decoder, harmonic-plus-noise synthesis, or their sum
     hnr: HNRConfig = field(default_factory=HNRConfig)
+    encoder: str = "seanet"  # SEANet convs on the waveform, or the spectral encoder (speech.codec.spectral)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
     # left padding of the frame-rate downsampling conv: "constant" (zeros) or "replicate" (the first sample,
     # as Kyutai's Mimi `ConvDownsample1d` does); the `mimi` preset replicates, the CPU presets keep zeros
     downsample_pad_mode: str = "constant"
@@ -183,6 +212,11 @@ class CodecConfig:
                              f"got {self.downsample_pad_mode!r}")
         if self.head not in HEADS:
             raise ValueError(f"CodecConfig.head must be one of {HEADS}, got {self.head!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"CodecConfig.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if (self.encoder == "spectral" or self.head == "istft") and self.seanet.hop_length % self.spectral.hop:
+            raise ValueError(f"the spectral hop {self.spectral.hop} must divide the latent hop "
+                             f"{self.seanet.hop_length} (SEANet ratios {self.seanet.ratios})")
         if self.sample_rate < 1 or self.frame_rate <= 0:
             raise ValueError(f"bad rates: sample_rate={self.sample_rate}, frame_rate={self.frame_rate}")
         frame = self.sample_rate / self.frame_rate
@@ -239,7 +273,16 @@ def small() -> CodecConfig:
     )
 
 
-PRESETS = {"tiny": tiny, "small": small, "mimi": mimi}
+def spectral() -> CodecConfig:
+    """`tiny`'s latent, bottleneck transformer and quantizer (8 codebooks x 1024 = 1.0 kbps) between a spectral
+    encoder and an inverse-STFT decoder whose convs run at 100 Hz (speech.codec.spectral); mel + STFT losses."""
+    cfg = tiny()
+    cfg.encoder, cfg.head = "spectral", "istft"
+    cfg.loss.stft_weight = 1.0
+    return cfg
+
+
+PRESETS = {"tiny": tiny, "small": small, "mimi": mimi, "spectral": spectral}
 
 
 def preset(name: str) -> CodecConfig:

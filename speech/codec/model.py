@@ -7,7 +7,9 @@ transposed conv), runs its own transformer and the SEANet decoder. Every part is
 frames returns 1920 * n samples, equal to the one-shot results. A small classifier on the semantic codebook's
 output predicts the phone of each frame (semantic distillation, since we have no WavLM teacher here).
 `CodecConfig.head` can replace or complement the SEANet decoder with a harmonic-plus-noise synthesizer driven by
-the decoder latent (speech.codec.ddsp), also streaming and causal.
+the decoder latent (speech.codec.ddsp) or replace it with an inverse-STFT decoder (`"istft"`), and
+`CodecConfig.encoder = "spectral"` replaces the SEANet encoder with convs over a causal log spectrum
+(speech.codec.spectral); all streaming and causal.
 
 Implements the engine's `Tokenizer` protocol: `frame_rate`, `num_codebooks`, `cardinality`, `encode`, `decode`.
 
@@ -32,6 +34,7 @@ from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .ddsp import HarmonicNoiseHead
 from .quantizer import SplitResidualVQ
 from .seanet import SEANetDecoder, SEANetEncoder
+from .spectral import SpectralDecoder, SpectralEncoder
 
 
 class BottleneckTransformer(StreamingModule):
@@ -68,8 +71,11 @@ class MimiCodec(StreamingModule):
         super().__init__()
         self.cfg = cfg
         dim, stride = cfg.seanet.dimension, cfg.downsample_stride
-        self.encoder = SEANetEncoder(cfg.seanet)
-        self.decoder = SEANetDecoder(cfg.seanet) if "seanet" in cfg.head else None
+        hop = cfg.seanet.hop_length  # latent step in samples
+        self.encoder = (SpectralEncoder(cfg.spectral, dim, hop) if cfg.encoder == "spectral"
+                        else SEANetEncoder(cfg.seanet))
+        self.decoder = (SEANetDecoder(cfg.seanet) if "seanet" in cfg.head
+                        else SpectralDecoder(cfg.spectral, dim, hop) if cfg.head == "istft" else None)
         # optional harmonic-plus-noise synthesis from the decoder latent (speech.codec.ddsp)
         self.hnr = (HarmonicNoiseHead(dim, cfg.seanet.hop_length, cfg.sample_rate, cfg.hnr)
                     if "hnr" in cfg.head else None)
