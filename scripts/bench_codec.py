@@ -1,12 +1,13 @@
 """Streaming speed of the codec: time to encode / decode one 80 ms frame, as a fraction of real time.
 
 usage: python scripts/bench_codec.py [--presets tiny mimi] [--ckpt-tiny checkpoints/codec_tiny] [--frames 40]
-           [--threads 1] [--out checkpoints/codec_tiny/bench]
+           [--ckpts DIR ...] [--threads 1] [--out checkpoints/codec_tiny/bench]
 
 Inside `with codec.streaming(1):` each step encodes 1920 new samples into one frame of codes, or decodes one
 frame of codes into 1920 samples (state carried between steps, as in the live chat loop). Ratio = seconds per
 frame / 0.08 s: below 1 is faster than real time. Weights are the trained checkpoint for tiny when given, random
-for mimi (speed does not depend on the values). Writes OUT.json and OUT.md.
+for the other presets (speed does not depend on the values); --ckpts adds trained checkpoints of any preset, each
+named by its directory. Writes OUT.json and OUT.md.
 """
 
 import argparse
@@ -27,6 +28,7 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--presets", nargs="+", default=["tiny", "mimi"])
 p.add_argument("--ckpt-tiny", default="checkpoints/codec_tiny")
 p.add_argument("--frames", type=positive_int, default=40, help="timed frames per direction (after 5 warm-up frames)")
+p.add_argument("--ckpts", nargs="*", default=[], help="more trained codec checkpoints to time (any preset)")
 p.add_argument("--threads", type=positive_int, default=1)
 p.add_argument("--device", default="cpu")
 p.add_argument("--out", default="checkpoints/codec_tiny/bench")
@@ -35,8 +37,12 @@ args = p.parse_args()
 torch.set_num_threads(args.threads)
 dev = torch.device(args.device)
 rows = {}
-for name in args.presets:
-    if name == "tiny" and args.ckpt_tiny and Path(args.ckpt_tiny, "config.json").is_file():
+jobs = [(name, None) for name in args.presets] + [(Path(c).name if Path(c).name != "checkpoint" else
+                                                     Path(c).parent.name, c) for c in args.ckpts]
+for name, ckpt in jobs:
+    if ckpt is not None:
+        codec, source = load_codec(ckpt), f"checkpoint {ckpt}"
+    elif name == "tiny" and args.ckpt_tiny and Path(args.ckpt_tiny, "config.json").is_file():
         codec, source = load_codec(args.ckpt_tiny), f"checkpoint {args.ckpt_tiny}"
     else:
         torch.manual_seed(0)
