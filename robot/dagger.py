@@ -25,10 +25,10 @@ import numpy as np
 
 from envs import features as F
 from multistream.store import EpisodeStore
+from robot import EVAL_SEEDS  # scripts/eval_policy.py's held-out seeds: never in training data
 from robot.experts import Expert, make_expert
 from robot.policy import ACTION, Policy, PolicyTokenizers, listening_episode, obs_keys
 
-EVAL_SEEDS = range(1000, 1100)  # scripts/eval_policy.py's held-out seeds: never in training data
 SOURCE = "dagger"  # episode meta "source" of the episodes appended here
 
 

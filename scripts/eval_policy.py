@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robot import EVAL_SEEDS
+
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 FRAME_S = 0.08
 
@@ -27,7 +29,8 @@ def main() -> None:
     ap.add_argument("--files", default=None, help="directory of the policy files (default: ckpt or its parent)")
     ap.add_argument("--task", required=True, help="touch, push or pick_place")
     ap.add_argument("--seeds", type=int, default=100, help="episodes per condition")
-    ap.add_argument("--first-seed", type=int, default=1000, help="first seed (demos use 0..)")
+    ap.add_argument("--first-seed", type=int, default=EVAL_SEEDS.start,
+                    help=f"first seed (held-out: {EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}; demos use 0..)")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     ap.add_argument("--batch", type=int, default=8, help="envs stepped together")
     ap.add_argument("--threads", type=int, default=0)
