@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multistream.cli import positive_int
+from multistream.cli import positive_int, user_errors_exit
 from speech.codec.config import preset
 from speech.codec.model import MimiCodec, load_codec
 
@@ -33,6 +33,7 @@ p.add_argument("--threads", type=positive_int, default=1)
 p.add_argument("--device", default="cpu")
 p.add_argument("--out", default="checkpoints/codec_tiny/bench")
 args = p.parse_args()
+user_errors_exit("bench_codec.py")  # a bad --ckpts path ends in a one-line error, not a traceback
 
 torch.set_num_threads(args.threads)
 dev = torch.device(args.device)

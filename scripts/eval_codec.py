@@ -3,6 +3,7 @@
 usage: python scripts/eval_codec.py --ckpt checkpoints/codec_tiny [--heldout data/codec/heldout.npz]
            [--heldout-real data/codec/heldout_real.npz] [--train data/codec/train.npz]
            [--out checkpoints/codec_tiny/eval] [--max-clips 0] [--max-real-clips 0] [--wer-sentences 60]
+           [--compare OTHER_CKPT ...]
 
 Three held-out sets, every system on the same clips:
 - held-out TTS voices (never trained on): SI-SDR (dB), multi-scale mel distance (the training loss's metric),
@@ -12,9 +13,10 @@ Three held-out sets, every system on the same clips:
 - intelligibility by an independent recognizer (pocketsphinx, its own English model from the PyPI wheel, offline):
   word error rate on sentences of speech.corpus test dialogues synthesized with the agent voice and with the
   held-out user voices, clean and through every codec (WER = word edits / reference words, over all sentences).
-Also a linear probe of phone identity per 80 ms frame: logistic regression trained on codec features of
-training-voice clips and tested on the held-out TTS clips, for codebook 0 (semantic) against the acoustic
-codebooks. Writes OUT.json, OUT.md (tables) and OUT.png (bar plots).
+--compare scores more codec checkpoints on the same clips in the same run. Also a linear probe of phone identity per
+80 ms frame: logistic regression trained on codec features of training-voice clips and tested on the held-out TTS
+clips, for codebook 0 (semantic) against the acoustic codebooks. Writes OUT.json, OUT.md (tables) and OUT.png (bar
+plots).
 """
 
 import argparse
@@ -49,6 +51,9 @@ p.add_argument("--out", default=None, help="output prefix; default CKPT/eval")
 p.add_argument("--max-clips", type=nonneg_int, default=0, help="0 = all held-out clips")
 p.add_argument("--threads", type=positive_int, default=1)
 p.add_argument("--name", default=None, help="label of the codec in the table; default: checkpoint dir name")
+p.add_argument("--compare", nargs="*", default=[],
+               help="more codec checkpoints scored on the same clips in the same run (rows of every table but the "
+                    "phone probe, which is --ckpt's)")
 args = p.parse_args()
 user_errors_exit("eval_codec.py")  # bad paths/values end in a one-line error, not a traceback
 
@@ -57,17 +62,25 @@ t0 = time.time()
 ckpt = Path(args.ckpt)
 out = Path(args.out) if args.out else ckpt / "eval"
 codec = load_codec(ckpt)  # before any directory is made: a wrong --ckpt leaves nothing behind
+
+
+def _label(path: Path) -> str:
+    return path.parent.name if path.name == "checkpoint" else path.name
+
+
+others = {_label(Path(c)): load_codec(c) for c in args.compare}
 out.parent.mkdir(parents=True, exist_ok=True)
 cfg = codec.cfg
 sr = cfg.sample_rate
-name = args.name or ckpt.name
+name = args.name or _label(ckpt)
 held = load_clip_cache(args.heldout)
 idx = list(range(len(held)))[: args.max_clips or None]
 mel = MultiScaleMelLoss(sr, cfg.loss.mel_scales, cfg.loss.n_mels)
 max_shift = int(0.06 * sr)
 
+codecs = {name: codec} | others
 systems = {
-    f"{name} ({cfg.bitrate / 1000:.2f} kbps)": ("ours", cfg.bitrate),
+    **{f"{n} ({c.cfg.bitrate / 1000:.2f} kbps)": ("ours", c.cfg.bitrate) for n, c in codecs.items()},
     "codec2 1200": ("c2", 1200),
     "codec2 3200": ("c2", 3200),
     "opus 6 kbps": ("opus", 6000),
@@ -76,15 +89,15 @@ opus_bits = {"bytes": 0, "seconds": 0.0}
 
 
 @torch.no_grad()
-def reconstruct(x: np.ndarray) -> np.ndarray:
+def reconstruct(model, x: np.ndarray) -> np.ndarray:
     """Encode then decode float32 [N] (padded up to whole frames), cropped back to N."""
     audio = torch.from_numpy(x)[None, None]
-    return codec.decode(codec.encode(codec.pad_to_frame(audio)))[0, 0, : len(x)].numpy()
+    return model.decode(model.encode(model.pad_to_frame(audio)))[0, 0, : len(x)].numpy()
 
 
-def roundtrip(kind: str, rate: float, ref: np.ndarray) -> np.ndarray:
+def roundtrip(sname: str, kind: str, rate: float, ref: np.ndarray) -> np.ndarray:
     if kind == "ours":
-        return reconstruct(ref)
+        return reconstruct(codecs[sname.rsplit(" (", 1)[0]], ref)
     if kind == "c2":
         return codec2_roundtrip(ref, sr, int(rate))
     est, size = opus_roundtrip(ref, sr, rate / 1000)
@@ -100,7 +113,7 @@ def score_clips(cache, clip_ids, desc):
         ref = cache.clip(i)
         seconds += len(ref) / sr
         for sname, (kind, rate) in systems.items():
-            est, lag = align(roundtrip(kind, rate, ref), ref, max_shift)
+            est, lag = align(roundtrip(sname, kind, rate, ref), ref, max_shift)
             s = scores[sname]
             s["lag"].append(lag)
             s["si_sdr"].append(si_sdr(est, ref))
@@ -151,7 +164,7 @@ if args.wer_sentences:
                 continue
             truth = words(text)
             for sname, (kind, rate) in ({"clean": ("clean", 0)} | systems).items():
-                audio = ref if kind == "clean" else align(roundtrip(kind, rate, ref), ref, max_shift)[0]
+                audio = ref if kind == "clean" else align(roundtrip(sname, kind, rate, ref), ref, max_shift)[0]
                 hyp = recognize(audio)
                 wer[g][sname][0] += edit_distance(truth, words(hyp))
                 wer[g][sname][1] += len(truth)
@@ -237,7 +250,8 @@ if wer is not None:
     wer_table = {g: {s: {"wer": e / max(n, 1), "edits": e, "words": n} for s, (e, n) in m.items()}
                  for g, m in wer.items()}
 result = {
-    "checkpoint": str(ckpt), "heldout": args.heldout, "clips": len(idx), "minutes": total_s / 60,
+    "checkpoint": str(ckpt), "compared": list(args.compare), "heldout": args.heldout, "clips": len(idx),
+    "minutes": total_s / 60,
     "voices": sorted({held.voices[i] for i in idx}), "systems": table,
     "heldout_real": None if real is None else {"path": args.heldout_real, "clips": len(ridx), "minutes": real_s / 60,
                                                "speakers": sorted({real.voices[i] for i in ridx}),
@@ -301,7 +315,7 @@ for row, (tab, where) in zip(axes, panels, strict=True):
     for ax, key, title in zip(row, ["stoi", "pesq", "si_sdr", "mel"],
                               ["STOI (higher better)", "PESQ-WB (higher better)", "SI-SDR dB (higher better)",
                                "mel distance (lower better)"], strict=True):
-        ax.bar(range(len(labels)), [tab[s][key] for s in labels], color=["C0", "C1", "C2", "C3"])
+        ax.bar(range(len(labels)), [tab[s][key] for s in labels], color=[f"C{j}" for j in range(len(labels))])
         ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
         ax.set_title(f"{where}: {title}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

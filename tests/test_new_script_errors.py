@@ -26,6 +26,8 @@ CASES = [
     ("chat.py", ["--ckpt", "x", "--say", "hi", "--tail", "-1"], "--tail must be in [0, 60]"),
     ("eval_codec.py", ["--ckpt", "/nonexistent_ckpt"], "no checkpoint at /nonexistent_ckpt"),
     ("eval_codec.py", ["--max-real-clips", "-1"], "must be an integer >= 0, got -1"),
+    ("eval_codec.py", ["--compare", "/nonexistent_other"], "no checkpoint at /nonexistent_other"),
+    ("bench_codec.py", ["--ckpts", "/nonexistent_other"], "no checkpoint at /nonexistent_other"),
     ("compare_codec_losses.py", ["--out", "/tmp/ms_ccl_x", "--data", "/nonexistent.npz"], "no clip cache"),
 ]
 
