@@ -7,6 +7,11 @@ is about.
 
 A command is fed before the episode's first action, one word per 80 ms frame, while the robot holds still
 (`docs/robot.md`); frames without a word carry `ZERO_ID`.
+
+`CommandSlots` is the other way in (`PolicyConfig(command="slots")`): the instruction parsed into its slots (colour,
+shape, side, target; canonical values, synonyms merged) held in view on every frame of the episode, one codebook per
+slot, the way language-conditioned policies condition every step on the instruction; a slot the instruction does
+not fill carries `ZERO_ID`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import re
 
 from envs.instructions import SHAPE_WORDS, SIDE_WORDS, TARGET_PREPOSITION, TARGET_WORDS, TEMPLATES
 from envs.scene import PALETTE
+
+ZERO_ID = -1  # multistream.streams.ZERO_ID ("no input"), repeated here to keep this module free of torch imports
 
 FRAME_RATE = 12.5
 
@@ -78,6 +85,93 @@ class CommandWords:
         import torch
 
         return torch.tensor(self.ids(text))[None, None]
+
+    def decode(self, codes) -> str:
+        return self.text(codes.reshape(-1).tolist())
+
+
+def slot_values() -> dict[str, list[str]]:
+    """Slot -> its canonical values (id = position): the palette's colours, the object shapes, the push sides and
+    the pick-and-place targets."""
+    return {"color": sorted(PALETTE), "shape": sorted(SHAPE_WORDS), "side": sorted(SIDE_WORDS),
+            "target": sorted(TARGET_WORDS)}
+
+
+class CommandSlots:
+    """Instruction -> its slots, one codebook per slot: text -> ids [K] (K = 4: colour, shape, side, target), each in
+    [0, len(values)) or ZERO_ID where the instruction does not fill the slot. Synonyms ("block", "can", "left side",
+    "tray") map to the canonical value, so every phrasing of one instruction gives the same ids; a shape word counts
+    only right after a colour word, as objects are named (the held-out "can you poke the ..." is no cylinder). The
+    vocabulary is the largest slot's (the colours); each codebook has its own embedding table in the model."""
+
+    def __init__(self, values: dict[str, list[str]] | None = None) -> None:
+        self.values = {k: list(v) for k, v in (values if values is not None else slot_values()).items()}
+        if not self.values or any(len(set(v)) != len(v) or not v for v in self.values.values()):
+            raise ValueError(f"command slots need non-empty lists of distinct values, got {self.values}")
+        self.slots = list(self.values)
+        # word (or phrase) -> (slot, value); phrases of several words ("left side") are matched on their first word
+        table = {"color": {c: c for c in PALETTE}, "shape": SHAPE_WORDS, "side": SIDE_WORDS, "target": TARGET_WORDS}
+        self._lookup: dict[str, tuple[str, str]] = {}
+        for slot in self.slots:
+            src = table.get(slot)
+            if src is None:
+                raise ValueError(f"unknown command slot {slot!r}; known: {sorted(table)}")
+            for value, syns in src.items():
+                for syn in (syns,) if isinstance(syns, str) else syns:
+                    w = _words(syn)[-1] if slot == "target" else _words(syn)[0]  # "white plate" -> plate
+                    self._lookup[w] = (slot, value)
+
+    frame_rate = property(lambda self: FRAME_RATE)
+    num_codebooks = property(lambda self: len(self.slots))
+    cardinality = property(lambda self: max(len(v) for v in self.values.values()))
+
+    @property
+    def fingerprint(self) -> str:
+        return "slots:" + ";".join(f"{k}=" + ",".join(v) for k, v in self.values.items())
+
+    def parse(self, text: str) -> dict[str, str]:
+        """The filled slots of an instruction, e.g. {"color": "red", "shape": "cylinder"}; refuses an instruction
+        that names one slot twice with different values."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"a command must be a non-empty string, got {text!r}")
+        found: dict[str, str] = {}
+        words = _words(text)
+        for j, w in enumerate(words):
+            hit = self._lookup.get(w)
+            if hit is None:
+                continue
+            slot, value = hit
+            # objects are named "<colour> <shape>": a shape word elsewhere is another word ("can you poke ...")
+            if slot == "shape" and (j == 0 or self._lookup.get(words[j - 1], ("",))[0] != "color"):
+                continue
+            if found.get(slot, value) != value:
+                raise ValueError(f"command {text!r} names two {slot}s ({found[slot]!r}, {value!r})")
+            found[slot] = value
+        if not found:
+            raise ValueError(f"command {text!r} fills no slot ({', '.join(self.slots)})")
+        return found
+
+    def ids(self, text: str) -> list[int]:
+        found = self.parse(text)
+        return [self.values[s].index(found[s]) if s in found else ZERO_ID for s in self.slots]
+
+    def text(self, ids: list[int]) -> str:
+        if len(ids) != len(self.slots):
+            raise ValueError(f"{len(ids)} slot ids for {len(self.slots)} slots {self.slots}")
+        parts = []
+        for s, i in zip(self.slots, ids, strict=True):
+            if int(i) == ZERO_ID:
+                continue
+            if not 0 <= int(i) < len(self.values[s]):
+                raise ValueError(f"{s} id {i} outside [0, {len(self.values[s])})")
+            parts.append(f"{s}={self.values[s][int(i)]}")
+        return " ".join(parts)
+
+    # Tokenizer protocol (codes [1, K, 1]: one frame) for check_tokenizer / spec_from_tokenizer
+    def encode(self, text: str):
+        import torch
+
+        return torch.tensor(self.ids(text))[None, :, None]
 
     def decode(self, codes) -> str:
         return self.text(codes.reshape(-1).tolist())

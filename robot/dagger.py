@@ -10,7 +10,7 @@ Mixture: at each acting frame the expert's action is executed instead of the pol
 (DAgger's beta_i; the rounds of `scripts/dagger_policy.py` decay it). Whoever acts, the stored label is the expert's
 clean action for the state observed. The executed action is forced into the policy's Generator, so the policy's
 history holds what was executed. Per frame the store holds the observation the action was chosen from and the
-expert's label; the listening prefix is the same as in the demo episodes.
+expert's label; the command is laid out as in the demo episodes (listening prefix or slots on every frame).
 
 Seeds: `EVAL_SEEDS` (1000-1099, `scripts/eval_policy.py`'s held-out episodes) are refused, so no evaluation
 episode ever enters the training data. The mixture's coin flips come from a generator seeded by (seed, round), so
@@ -27,7 +27,7 @@ from envs import features as F
 from multistream.store import EpisodeStore
 from robot import EVAL_SEEDS  # scripts/eval_policy.py's held-out seeds: never in training data
 from robot.experts import Expert, make_expert
-from robot.policy import ACTION, Policy, PolicyTokenizers, listening_episode, obs_keys
+from robot.policy import ACTION, Policy, PolicyTokenizers, command_episode, obs_keys
 
 SOURCE = "dagger"  # episode meta "source" of the episodes appended here
 
@@ -63,6 +63,9 @@ def collect_on_policy(policy: Policy, store: EpisodeStore, task: str, seeds: lis
     if PolicyTokenizers.from_json(store.attrs["policy_tokenizers"]).to_json() != policy.tok.to_json():
         raise ValueError(f"{store.path} was tokenized with other policy tokenizers than the policy's; DAgger episodes "
                          "must share the store's tokenizers (fine-tune a policy trained on this store)")
+    layout = store.attrs.get("policy_config", {}).get("command", "listen")
+    if layout != policy.cfg.command:
+        raise ValueError(f"{store.path} holds command layout {layout!r}, the policy reads {policy.cfg.command!r}")
     done = collected_seeds(store, round_)
     todo = [s for s in seeds if s not in done]
     summary: dict[str, Any] = {"episodes": 0, "frames": 0, "policy_success": None, "expert_frames": 0,
@@ -93,10 +96,9 @@ def collect_on_policy(policy: Policy, store: EpisodeStore, task: str, seeds: lis
             raise RuntimeError(f"seed {seed}: {len(rec['label'])} labelled frames for {res['length']} actions")
         demo = {k: np.stack([o[k] for o in rec["obs"]]) for k in keys}
         demo[ACTION] = np.stack(rec["label"]).astype(np.float32)  # [T, 5]
-        words = policy.tok.words.ids(res["command"])
-        arrays = listening_episode(demo, words, policy.tok, keys)
+        arrays, listen = command_episode(demo, res["command"], policy.tok, policy.cfg, keys)
         meta = {"seed": int(seed), "task": task, "instruction": res["command"], "instruction_split": split,
-                "command": res["command"], "listen_frames": len(words), "length": res["length"],
+                "command": res["command"], "listen_frames": listen, "length": res["length"],
                 "success": bool(res["success"]), "source": SOURCE, "dagger_round": int(round_), "beta": float(beta),
                 "expert_frames": int(sum(rec["expert_acted"]))}
         store.append_episode(arrays, meta)  # atomic per episode

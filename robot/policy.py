@@ -4,6 +4,7 @@ Streams (all on the 12.5 Hz env clock; one env step per frame):
 
     action                    predicted   5 codebooks (dx, dy, dz, dyaw, grip), uniform bins over [-1, 1]
     command                   input       1 codebook, instruction words (robot.command), one per listening frame
+    command.slots             input       4 codebooks (colour, shape, side, target), on every frame (the other layout)
     observation.images.front  input       continuous [64, 64, 3] uint8 -> [0, 1], a CNN trained with the model
     observation.state         input       continuous [13], normalised by the demos' mean/std
     observation.gripper       input       continuous [2], mean/std
@@ -18,6 +19,11 @@ holds still (the observation repeats the first one, the action is ZERO_ID: no ta
 *acting* frames of the demonstration (command ZERO_ID, action = the expert's). In a rollout the listening rows
 force the action to ZERO_ID and the acting rows leave it to the model (FREE_ID), so one batched step serves envs in
 different phases; a finished env is reset and its batch row restarted (`Generator.reset(rows)`).
+
+The other layout, `PolicyConfig(command="slots")`: no listening prefix and no word stream; the instruction's parsed
+slots (`robot.command.CommandSlots`) are an input on every frame (`same_frame`), acting from the first frame, so the
+target's colour and shape are in view at each decision instead of having to be recalled through attention over the
+listening frames (RT-1 and ACT-style policies condition every step on the instruction this way).
 
 Dimension legend: B batch (envs), T frames, K codebooks.
 """
@@ -42,17 +48,21 @@ from multistream.atomic import atomic_write_text
 from multistream.checkpoint import config_from_dict, load_weights, read_config
 from multistream.data import TOKENIZED_ATTR, StoreBinding, StreamBinding, spec_from_tokenizer, tokenizer_record
 from multistream.generate import Generator, Sampling
-from multistream.lm import LMConfig, RQTransformer
+from multistream.lm import LMConfig, LMOutput, RQTransformer
+from multistream.loss import LossOutput
 from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
-from robot.command import CommandWords
+from robot.command import CommandSlots, CommandWords
 from robot.tokenizers import QuantileBins, UniformBins
 
 # (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
 Intervene = Callable[[int, dict[str, np.ndarray], dict[str, Any], gym.Env], "np.ndarray | None"]
 
 COMMAND = "command"
+COMMAND_SLOTS = "command.slots"
+COMMAND_LAYOUTS = ("listen", "slots")  # words one per frame before acting | parsed slots on every frame
+RGB = 3  # camera channels in the store
 ACTION = F.ACTION
 VECTOR_OBS = (F.STATE, F.GRIPPER)  # continuous, mean/std
 BINNED_OBS = (F.FORCE, F.TOUCH)  # quantile bins
@@ -73,8 +83,15 @@ class PolicyConfig:
     context: int = 250  # frames (20 s): longer than any episode plus its command
     depth_d_model: int = 64  # depth transformer over the 5 action codebooks
     depth_layers: int = 2
+    command: str = "listen"  # COMMAND_LAYOUTS: "listen" (word stream, listening prefix) or "slots" (every frame)
+    fuse_command: bool = False  # "slots" only: the slots also as constant one-hot planes beside the camera's RGB
 
     def __post_init__(self) -> None:
+        if self.command not in COMMAND_LAYOUTS:
+            raise ValueError(f"command layout must be one of {COMMAND_LAYOUTS}, got {self.command!r}")
+        if self.fuse_command and (self.command != "slots" or not self.camera):
+            raise ValueError(f"fuse_command needs the slots layout and the camera, got command={self.command!r}, "
+                             f"camera={self.camera}")
         if self.action_bins < 2 or self.sensor_bins < 2:
             raise ValueError(f"action_bins and sensor_bins must be >= 2, got {self.action_bins}, {self.sensor_bins}")
         if not 8 <= self.image_size <= 512:
@@ -87,6 +104,7 @@ class PolicyTokenizers:
     force: QuantileBins
     touch: QuantileBins
     words: CommandWords
+    slots: CommandSlots = dataclasses.field(default_factory=CommandSlots)
 
     @classmethod
     def fit(cls, demos: EpisodeStore, cfg: PolicyConfig) -> PolicyTokenizers:
@@ -100,14 +118,16 @@ class PolicyTokenizers:
 
     def to_json(self) -> dict[str, Any]:
         return {"action": {"channels": self.action.channels, "bins": self.action.bins},
-                "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words}
+                "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words,
+                "slots": self.slots.values}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PolicyTokenizers:
         try:
             return cls(action=UniformBins(d["action"]["channels"], d["action"]["bins"], name="action bins"),
                        force=QuantileBins.from_json(d["force"]), touch=QuantileBins.from_json(d["touch"]),
-                       words=CommandWords(d["words"]))
+                       words=CommandWords(d["words"]),
+                       slots=CommandSlots(d["slots"]) if "slots" in d else CommandSlots())  # older files: none
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed policy tokenizers JSON: missing or bad {e}") from e
 
@@ -116,13 +136,16 @@ class PolicyTokenizers:
 
 
 def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
-    specs = [
-        spec_from_tokenizer(ACTION, tok.action, predicted=True),
-        spec_from_tokenizer(COMMAND, tok.words),
-    ]
+    specs = [spec_from_tokenizer(ACTION, tok.action, predicted=True)]
+    if cfg.command == "slots":  # in view on every frame, read with the frame's observation
+        specs.append(spec_from_tokenizer(COMMAND_SLOTS, tok.slots, same_frame=True))
+    else:
+        specs.append(spec_from_tokenizer(COMMAND, tok.words))
     if cfg.camera:
-        specs.append(StreamSpec(F.IMAGE_FRONT, continuous=True, feature_shape=(cfg.image_size, cfg.image_size, 3),
-                                encoder="conv2d", same_frame=True))
+        channels = RGB + (command_planes_count(tok) if cfg.fuse_command else 0)
+        specs.append(StreamSpec(F.IMAGE_FRONT, continuous=True,
+                                feature_shape=(cfg.image_size, cfg.image_size, channels), encoder="conv2d",
+                                same_frame=True))
     specs += [StreamSpec(F.STATE, continuous=True, feature_dim=F.STATE_DIM, same_frame=True),
               StreamSpec(F.GRIPPER, continuous=True, feature_dim=F.GRIPPER_DIM, same_frame=True)]
     specs += [spec_from_tokenizer(k, tok.for_key(k), same_frame=True) for k in BINNED_OBS]
@@ -172,9 +195,75 @@ def _action_embedding_rows(model: RQTransformer) -> list[int]:
     return []
 
 
+def first_frames_loss(out: LMOutput, streams: StreamSet, frames: int = 3, weight: float = 1.0) -> LossOutput:
+    """The policy's action loss with the first `frames` acting frames of each row weighted by `weight` (a row's
+    acting frames are those with an action target: after the listening prefix, or from frame 0 in the "slots"
+    layout; windows start at an episode's first frame). Why: the first decision (which object to go to) is one
+    frame in ~35; once the expert moves, the next action is predictable from the history, so an unweighted loss
+    barely asks for the decision (docs/robot.md, the diagnosis). `metrics["acc_first_xy"]`: dx/dy accuracy on
+    the first acting frame, the decision itself. weight 1 is `lm_loss` (plus that metric)."""
+    if frames < 1 or not weight > 0:
+        raise ValueError(f"first_frames_loss needs frames >= 1 and weight > 0, got {frames}, {weight}")
+    if [s.name for s in streams.predicted] != [ACTION]:
+        raise ValueError(f"first_frames_loss is for policies predicting only {ACTION!r}")
+    logits = out.logits[ACTION].float()  # [B, K, T, V]
+    tgt, mask = out.targets[ACTION], out.mask[ACTION]  # [B, K, T]
+    acting = mask.any(1)  # [B, T]
+    rank = acting.long().cumsum(-1)  # [B, T]: 1 on a row's first acting frame
+    first = acting & (rank <= frames)  # [B, T]
+    w = mask.float() * (1.0 + (weight - 1.0) * first[:, None, :].float())  # [B, K, T]
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), torch.where(mask, tgt, 0).flatten(),
+                                           reduction="none").view_as(tgt)  # [B, K, T]
+    loss = (ce * w).sum() / w.sum().clamp_min(1e-8)
+    with torch.no_grad():
+        hit = (logits.argmax(-1) == tgt) & mask  # [B, K, T]
+        n = int(mask.sum())
+        at1 = (acting & (rank == 1))[:, None, :] & mask  # [B, K, T]: the first acting frame
+        xy = at1[:, :2]
+        metrics = {"acc_first_xy": float(hit[:, :2][xy].float().mean()) if bool(xy.any()) else float("nan")}
+    return LossOutput(total=loss, per_stream={ACTION: float(loss.detach())},
+                      accuracy={ACTION: float(hit.sum()) / max(n, 1)}, tokens=n, metrics=metrics)
+
+
+def command_planes_count(tok: PolicyTokenizers) -> int:
+    """Channels that `fuse_command` adds to the camera image: one per value of every slot."""
+    return sum(len(v) for v in tok.slots.values.values())
+
+
+def command_planes(slots: torch.Tensor, tok: PolicyTokenizers) -> torch.Tensor:
+    """Slot ids [B, K, T] (ZERO_ID where unfilled) -> one-hot over every slot's values [B, T, P]."""
+    parts = []
+    for k, values in enumerate(tok.slots.values.values()):
+        ids = slots[:, k]  # [B, T]
+        hot = torch.nn.functional.one_hot(ids.clamp_min(0).long(), len(values)).float()  # [B, T, V_k]
+        parts.append(hot * (ids >= 0)[..., None].float())
+    return torch.cat(parts, dim=-1)  # [B, T, P]
+
+
+def fuse_command(batch: dict[str, torch.Tensor], streams: StreamSet, tok: PolicyTokenizers) -> dict[str, torch.Tensor]:
+    """Early fusion (`PolicyConfig.fuse_command`): the command's slots as constant planes beside the camera's RGB
+    channels, so that the CNN's first layer can pick out the pixels of the named colour and shape (a per-channel
+    bias set by the command: FiLM's shift, without an engine change). Identity for a policy without it.
+    batch: IMAGE [B, T, H, W, 3], COMMAND_SLOTS [B, K, T] -> IMAGE [B, T, H, W, 3 + P]."""
+    if F.IMAGE_FRONT not in streams or streams[F.IMAGE_FRONT].feature_shape[-1] == RGB:
+        return batch
+    img = batch[F.IMAGE_FRONT]  # [B, T, H, W, 3]
+    planes = command_planes(batch[COMMAND_SLOTS], tok).to(img.dtype)  # [B, T, P]
+    planes = planes[:, :, None, None, :].expand(*img.shape[:4], planes.shape[-1])  # [B, T, H, W, P]
+    return {**batch, F.IMAGE_FRONT: torch.cat([img, planes], dim=-1)}
+
+
 def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
-    """The store-to-token binding of the policy (training batches and live observations alike)."""
-    b = [StreamBinding(streams[ACTION], tokenizer=tok.action), StreamBinding(streams[COMMAND], tokenizer=tok.words)]
+    """The store-to-token binding of the policy (training batches and live observations alike). With
+    `fuse_command` the store holds RGB only: the binding reads the camera as RGB and `fuse_command` adds the
+    planes to its batches."""
+    if F.IMAGE_FRONT in streams and streams[F.IMAGE_FRONT].feature_shape[-1] != RGB:
+        img = streams[F.IMAGE_FRONT]
+        streams = StreamSet(tuple(dataclasses.replace(img, feature_shape=(*img.feature_shape[:2], RGB))
+                                  if s.name == F.IMAGE_FRONT else s for s in streams))
+    b = [StreamBinding(streams[ACTION], tokenizer=tok.action)]
+    b += [StreamBinding(streams[k], tokenizer=t) for k, t in ((COMMAND, tok.words), (COMMAND_SLOTS, tok.slots))
+          if k in streams]
     if F.IMAGE_FRONT in streams:
         b.append(StreamBinding(streams[F.IMAGE_FRONT], normalize="unit"))
     b += [StreamBinding(streams[k], normalize="meanstd") for k in VECTOR_OBS]
@@ -183,7 +272,7 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
 
 
 def obs_keys(streams: StreamSet) -> list[str]:
-    return [s.name for s in streams if s.name not in (ACTION, COMMAND)]
+    return [s.name for s in streams if s.name not in (ACTION, COMMAND, COMMAND_SLOTS)]
 
 
 def listening_episode(demo: dict[str, np.ndarray], command: list[int], tok: PolicyTokenizers,
@@ -203,6 +292,36 @@ def listening_episode(demo: dict[str, np.ndarray], command: list[int], tok: Poli
     return out
 
 
+def slots_episode(demo: dict[str, np.ndarray], slots: list[int], tok: PolicyTokenizers,
+                  keys: list[str]) -> dict[str, np.ndarray]:
+    """One demo episode -> the store rows of the "slots" layout: the demo's frames as they are (acting from the first
+    frame), the command's slot ids [K] repeated on every frame."""
+    if len(slots) != tok.slots.num_codebooks:
+        raise ValueError(f"{len(slots)} slot ids for {tok.slots.num_codebooks} slots")
+    out = {k: demo[k] for k in keys}
+    out[ACTION] = tok.action.encode(torch.from_numpy(demo[ACTION].astype(np.float32))[None])[0].T.numpy()
+    out[ACTION] = out[ACTION].astype(np.int16)  # [T, 5]
+    out[COMMAND_SLOTS] = np.tile(np.asarray(slots, dtype=np.int16), (len(demo[ACTION]), 1))  # [T, K]
+    return out
+
+
+def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizers, cfg: PolicyConfig,
+                    keys: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """One demo episode commanded by `text` -> (store rows in the config's command layout, listening frames)."""
+    if cfg.command == "slots":
+        return slots_episode(demo, tok.slots.ids(text), tok, keys), 0
+    words = tok.words.ids(text)
+    return listening_episode(demo, words, tok, keys), len(words)
+
+
+def same_config(stored: dict[str, Any] | None, cfg: PolicyConfig) -> bool:
+    """Whether a stored policy config (from before a field existed: that field at its default) is `cfg`."""
+    try:
+        return stored is not None and PolicyConfig(**stored) == cfg
+    except (TypeError, ValueError):
+        return False
+
+
 def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, progress: bool = True) -> EpisodeStore:
     """Demo store (`scripts/collect_demos.py`) -> policy store (listening prefix + acting frames per episode).
     Resumable: an existing `out` keeps its tokenizers and receives the demo episodes it does not have yet."""
@@ -213,7 +332,7 @@ def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, 
         store = EpisodeStore.open(out, mode="a")
         if "policy_tokenizers" not in store.attrs:
             raise ValueError(f"{out} exists and is not a policy store; choose another --out")
-        if store.attrs.get("policy_config") != dataclasses.asdict(cfg):
+        if not same_config(store.attrs.get("policy_config"), cfg):
             raise ValueError(f"{out} was made with policy config {store.attrs.get('policy_config')}, not "
                              f"{dataclasses.asdict(cfg)}; use the same options or another --out")
         tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
@@ -224,16 +343,17 @@ def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, 
     metas = demos.episode_metas()
     for i in tqdm(range(store.num_episodes, demos.num_episodes), desc="policy store", disable=not progress):
         meta = metas[i]
-        words = tok.words.ids(meta["instruction"])
-        arrays = listening_episode(demos.episode(i, keys + [ACTION]), words, tok, keys)
-        store.append_episode(arrays, {**meta, "command": meta["instruction"], "listen_frames": len(words),
+        arrays, listen = command_episode(demos.episode(i, keys + [ACTION]), meta["instruction"], tok, cfg, keys)
+        store.append_episode(arrays, {**meta, "command": meta["instruction"], "listen_frames": listen,
                                       "demo_episode": i})
     return store
 
 
 def store_attrs(tok: PolicyTokenizers, cfg: PolicyConfig) -> dict[str, Any]:
     """Attrs of a policy store: which tokenizers made its stored codes, and the fitted tokenizers themselves."""
-    return {TOKENIZED_ATTR: {ACTION: tokenizer_record(tok.action), COMMAND: tokenizer_record(tok.words)},
+    command = {COMMAND_SLOTS: tokenizer_record(tok.slots)} if cfg.command == "slots" else \
+        {COMMAND: tokenizer_record(tok.words)}
+    return {TOKENIZED_ATTR: {ACTION: tokenizer_record(tok.action), **command},
             "policy_tokenizers": tok.to_json(), "policy_config": dataclasses.asdict(cfg)}
 
 
@@ -320,8 +440,10 @@ class Policy:
             i = queue.pop(0)
             obs, info = pool[r].reset(seed=seeds[i])
             text = commands[i] if commands is not None else info["instruction"]
-            return {"i": i, "obs": obs, "info": info, "words": self.tok.words.ids(text), "heard": 0,
-                    "command": text, "actions": [], "success": False}
+            slots = self.cfg.command == "slots"  # no listening: the slots are an input on every frame
+            return {"i": i, "obs": obs, "info": info, "words": [] if slots else self.tok.words.ids(text), "heard": 0,
+                    "slots": self.tok.slots.ids(text) if slots else None, "command": text, "actions": [],
+                    "success": False}
 
         from tqdm import tqdm
 
@@ -333,12 +455,15 @@ class Policy:
                 last_obs = [row["obs"] for row in rows if row is not None][0]
                 while any(row is not None for row in rows):
                     cmd = torch.full((nb, 1), ZERO_ID, dtype=torch.long)
+                    slots = torch.full((nb, self.tok.slots.num_codebooks), ZERO_ID, dtype=torch.long)
                     act = torch.full((nb, F.EE_DELTA_ACTION_DIM), ZERO_ID, dtype=torch.long)
                     obs = []
                     for r, row in enumerate(rows):
                         obs.append(row["obs"] if row is not None else last_obs)
                         if row is None:
                             continue
+                        if row["slots"] is not None:
+                            slots[r] = torch.tensor(row["slots"])
                         if row["heard"] < len(row["words"]):  # listening: one word per frame, holding still
                             cmd[r, 0] = row["words"][row["heard"]]
                             continue
@@ -348,7 +473,13 @@ class Policy:
                         else:
                             act[r] = self._action_codes(forced)
                     t0 = time.perf_counter()
-                    out = gen.step({**self._obs_inputs(obs), COMMAND: cmd, ACTION: act})
+                    command = {COMMAND_SLOTS: slots} if COMMAND_SLOTS in self.streams else {COMMAND: cmd}
+                    inputs = {**self._obs_inputs(obs), **command, ACTION: act}
+                    if self.cfg.fuse_command:  # one frame: images [B, H, W, 3], slots [B, K]
+                        fused = fuse_command({F.IMAGE_FRONT: inputs[F.IMAGE_FRONT][:, None], COMMAND_SLOTS:
+                                              slots[:, :, None]}, self.streams, self.tok)
+                        inputs[F.IMAGE_FRONT] = fused[F.IMAGE_FRONT][:, 0]
+                    out = gen.step(inputs)
                     step_s.append(time.perf_counter() - t0)
                     codes = out.tokens[ACTION]  # [B, 5], this frame's action (no delay)
                     for r, row in enumerate(rows):

@@ -1,9 +1,15 @@
 """usage: python scripts/make_robot_data.py --demos runs/demos/touch.zarr --out data/robot/touch.zarr
+                                         [--command-every-frame]
 
 Turns an expert demo store (`scripts/collect_demos.py`) into the policy's episode store: per episode a listening
 prefix (the instruction, one word per 80 ms frame, while the robot holds still) and then the demonstration's
 frames, with the action tokenized by uniform bins and force/touch quantile bins fitted on the demos (saved in the
 store's attrs). Resumable: rerun with the same options to add the demo episodes not yet converted.
+
+`--command-every-frame`: the other command layout (robot.policy, PolicyConfig(command="slots")): no listening
+prefix and no word stream; the instruction's parsed slots (colour, shape, side, target) are stored on every frame
+as the input stream `command.slots`, and the robot acts from the first frame. Policies trained on such a store
+read the command that way (the layout travels in the store's and the checkpoint's policy config).
 """
 
 import argparse
@@ -21,11 +27,14 @@ def main() -> None:
     ap.add_argument("--action-bins", type=int, default=PolicyConfig.action_bins)
     ap.add_argument("--sensor-bins", type=int, default=PolicyConfig.sensor_bins)
     ap.add_argument("--no-camera", action="store_true", help="leave the camera stream out")
+    ap.add_argument("--command-every-frame", action="store_true",
+                    help="the command's parsed slots on every frame (stream command.slots), no listening prefix")
     args = ap.parse_args()
     if not Path(args.demos).exists():
         sys.exit(f"error: no demo store at {args.demos} (make one with scripts/collect_demos.py)")
     try:
-        cfg = PolicyConfig(action_bins=args.action_bins, sensor_bins=args.sensor_bins, camera=not args.no_camera)
+        cfg = PolicyConfig(action_bins=args.action_bins, sensor_bins=args.sensor_bins, camera=not args.no_camera,
+                           command="slots" if args.command_every_frame else "listen")
         demos = EpisodeStore.open(args.demos)
         store = build_policy_store(demos, args.out, cfg)
     except ValueError as e:

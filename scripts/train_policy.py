@@ -2,6 +2,7 @@
                                       [--batch 16] [--lr 1e-3] [--minutes M] [--device cpu|cuda] [--resume]
                                       [--dropout 0.1] [--aug-shift 2] [--aug-brightness 0.1]
                                       [--init CKPT] [--no-action-input] [--warmup 100] [--dagger-frac 0.5]
+                                      [--first-weight 5 --first-frames 3]
 
 Trains the commanded policy (robot/policy.py) on a policy store (scripts/make_robot_data.py) with the engine's
 Trainer: bf16 autocast, cosine schedule, checkpoints in OUT/checkpoint with exact resume (rerun with --resume),
@@ -20,6 +21,13 @@ are cut (exact: they carry no target and the model is causal).
 shortcut). `--init CKPT`: start from that checkpoint's weights (a fresh run: new optimizer and schedule; its policy
 files must match the store's tokenizers), e.g. to fine-tune on a DAgger-aggregated store (scripts/dagger_policy.py);
 `--dagger-frac F` then draws that share of every batch from the store's DAgger episodes, the rest from the demos.
+
+`--first-weight W --first-frames N`: the first N acting frames of every episode weigh W times the others in the
+loss (robot.policy.first_frames_loss: the first decision, which object to go to, is otherwise one frame in ~35);
+`acc_first_xy` in metrics.jsonl is the dx/dy accuracy on the first acting frame. The store's command layout
+(`make_robot_data.py --command-every-frame`) needs no option here: it is in the store's policy config.
+`--fuse-command` (such stores only): the slots also enter the camera CNN as constant one-hot planes beside RGB
+(robot.policy.fuse_command: early fusion, the command biases the first conv layer).
 """
 
 import argparse
@@ -49,6 +57,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warmup steps")
     ap.add_argument("--dagger-frac", type=float, default=0.0,
                     help="share of every batch drawn from the store's DAgger episodes (0: uniform over all episodes)")
+    ap.add_argument("--first-weight", type=float, default=1.0,
+                    help="loss weight of the first acting frames of each episode (1: all frames alike)")
+    ap.add_argument("--first-frames", type=int, default=3, help="how many acting frames --first-weight applies to")
+    ap.add_argument("--fuse-command", action="store_true",
+                    help="slots stores only: the command's slots also as one-hot planes beside the camera's RGB")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true",
@@ -64,6 +77,8 @@ def main() -> None:
     for name in ("steps", "batch", "ckpt_every"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.first_weight > 0 or args.first_frames < 1:
+        ap.error(f"--first-weight must be > 0 and --first-frames >= 1, got {args.first_weight}, {args.first_frames}")
     if not args.lr > 0:
         ap.error(f"--lr must be > 0, got {args.lr}")
     if not 0.0 <= args.dropout < 1.0:
@@ -85,7 +100,6 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     from multistream.cli import refuse_existing_run
     from multistream.lm import RQTransformer
-    from multistream.loss import lm_loss
     from multistream.store import EpisodeStore
     from multistream.trainer import TrainConfig, Trainer
     from robot.augment import augmented_batch_fn, trim_padding
@@ -97,6 +111,8 @@ def run(args: argparse.Namespace) -> None:
         PolicyConfig,
         PolicyTokenizers,
         drop_action_input,
+        first_frames_loss,
+        fuse_command,
         model_config,
         policy_binding,
         policy_streams,
@@ -114,6 +130,8 @@ def run(args: argparse.Namespace) -> None:
     if "policy_tokenizers" not in store.attrs:
         raise ValueError(f"{args.store} is not a policy store (no policy_tokenizers attr)")
     cfg = PolicyConfig(**store.attrs["policy_config"])
+    if args.fuse_command:  # a model option: the store (RGB + slots) is the same
+        cfg = dataclasses.replace(cfg, fuse_command=True)
     tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
     streams = policy_streams(cfg, tok)
     binding = policy_binding(streams, tok)
@@ -152,7 +170,7 @@ def run(args: argparse.Namespace) -> None:
     aug_fn = augmented_batch_fn(base_fn, images, args.augment, seed=args.seed)
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        return trim_padding(aug_fn(step, micro, rank, world), streams)
+        return fuse_command(trim_padding(aug_fn(step, micro, rank, world), streams), streams, tok)
 
     if init is not None:  # keep the normalisation the init weights were trained with (a grown store shifts it)
         files = next((d for d in (init, init.parent) if (d / NORM_FILE).is_file()), None)
@@ -180,25 +198,33 @@ def run(args: argparse.Namespace) -> None:
                      weight_decay=0.0, ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
                      autocast=args.bf16, max_minutes=args.minutes)
     # a resume must draw the same batches: the Trainer refuses a different batch size (the seed is in tc)
-    trainer = Trainer(model, lm_cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
+    def loss_fn(m: RQTransformer, b: dict[str, torch.Tensor]):
+        return first_frames_loss(m(b), streams, args.first_frames, args.first_weight)
+
+    trainer = Trainer(model, lm_cfg, tc, batch_fn, loss_fn, device=args.device,
                       run_info={"batch": args.batch, "store": str(Path(args.store).resolve()),
                                 **({"init": str(init)} if init else {}),
                                 **({"action_input": False} if args.no_action_input else {}),
                                 **({"dagger_frac": args.dagger_frac} if args.dagger_frac else {}),
+                                **({"first_weight": args.first_weight, "first_frames": args.first_frames}
+                                   if args.first_weight != 1.0 else {}),
                                 **({"augment": dataclasses.asdict(args.augment)} if args.augment.active else {})})
     trainer.fit()
 
     model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
     model.eval()
     hits = total = 0
+    first = []
     with torch.no_grad():
         for i in val_eps:
-            ep = {k: v.to(args.device) for k, v in binding.episode(store, i).items()}
+            ep = {k: v.to(args.device) for k, v in fuse_command(binding.episode(store, i), streams, tok).items()}
             o = model(ep)
             m = o.mask[ACTION]
             hits += int((o.logits[ACTION].argmax(-1) == o.targets[ACTION])[m].sum())
             total += int(m.sum())
-    print(f"held-out episodes, teacher-forced action-token accuracy: {hits / max(total, 1):.3f} ({total} tokens)")
+            first.append(first_frames_loss(o, streams).metrics["acc_first_xy"])
+    print(f"held-out episodes, teacher-forced action-token accuracy: {hits / max(total, 1):.3f} ({total} tokens); "
+          f"dx/dy on the first acting frame: {sum(first) / max(len(first), 1):.3f}")
 
 
 if __name__ == "__main__":
