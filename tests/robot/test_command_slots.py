@@ -30,6 +30,8 @@ from robot.policy import (
     save_policy_files,
 )
 
+from .test_policy import overfit_and_reload
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -119,34 +121,10 @@ def test_first_frames_loss_weights_the_decision(slots_run):
 
 def test_tiny_slots_policy_trains_replays_and_rolls_out(slots_run):
     tmp, demos, store, cfg = slots_run
-    tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
-    streams = policy_streams(cfg, tok)
+    streams, accuracy, policy = overfit_and_reload(
+        tmp, store, cfg, steps=200, loss_fn=lambda out, streams: first_frames_loss(out, streams, frames=3, weight=3.0))
     assert streams[COMMAND_SLOTS].same_frame and streams[COMMAND_SLOTS].num_codebooks == 4
-    binding = policy_binding(streams, tok)
-    window = max(store.episode_length(i) for i in range(store.num_episodes))
-    fn = binding.batch_fn(store, window=window, batch_size=3, seed=0, from_episode_start=True)
-    torch.manual_seed(0)
-    model = RQTransformer(model_config(cfg, streams))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for step in range(200):
-        lo = first_frames_loss(model(fn(step, 0, 0, 1)), streams, frames=3, weight=3.0)
-        opt.zero_grad()
-        lo.total.backward()
-        opt.step()
-    model.eval()
-    hits = total = 0
-    for i in range(3):
-        with torch.no_grad():
-            out = model(binding.episode(store, i))
-        valid = out.mask[ACTION]
-        hits += int((out.logits[ACTION].argmax(-1) == out.targets[ACTION])[valid].sum())
-        total += int(valid.sum())
-    assert hits / total >= 0.9, hits / total
-    from multistream.checkpoint import save_checkpoint
-
-    save_checkpoint(tmp / "ckpt", model, model.cfg)
-    save_policy_files(tmp / "ckpt", cfg, tok, binding)
-    policy = Policy.load(tmp / "ckpt")
+    assert accuracy >= 0.9, accuracy
     assert policy.cfg.command == "slots"
     metas = store.episode_metas()
     res = policy.rollout("touch", [m["seed"] for m in metas], commands=[m["command"] for m in metas], batch_size=2)

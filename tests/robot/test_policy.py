@@ -93,8 +93,11 @@ def test_policy_store_has_every_stream_and_the_listening_prefix(touch_run):
         build_policy_store(demos, tmp / "policy.zarr", PolicyConfig(image_size=32), progress=False)
 
 
-def test_tiny_policy_overfits_replays_and_succeeds_closed_loop(touch_run):
-    tmp, demos, store, cfg = touch_run
+def overfit_and_reload(tmp, store, cfg, steps, loss_fn=lm_loss):
+    """Train a tiny policy on every episode of `store` (batches of 3 whole episodes) for `steps` steps with
+    `loss_fn(out, streams)`, replay the episodes teacher-forced, save and reload it as a Policy.
+    Returns (streams, action accuracy of the replay, the reloaded Policy)."""
+    from multistream.checkpoint import save_checkpoint
     from robot.policy import PolicyTokenizers
 
     tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
@@ -105,28 +108,29 @@ def test_tiny_policy_overfits_replays_and_succeeds_closed_loop(touch_run):
     torch.manual_seed(0)
     model = RQTransformer(model_config(cfg, streams))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for step in range(250):
-        lo = lm_loss(model(fn(step, 0, 0, 1)), streams)
+    for step in range(steps):
+        lo = loss_fn(model(fn(step, 0, 0, 1)), streams)
         opt.zero_grad()
         lo.total.backward()
         opt.step()
     model.eval()
-    # teacher-forced replay of every stored episode
     hits = total = 0
-    for i in range(3):
-        ep = binding.episode(store, i)
+    for i in range(store.num_episodes):  # teacher-forced replay of every stored episode
         with torch.no_grad():
-            out = model(ep)
+            out = model(binding.episode(store, i))
         valid = out.mask[ACTION]
         hits += int((out.logits[ACTION].argmax(-1) == out.targets[ACTION])[valid].sum())
         total += int(valid.sum())
-    assert hits / total >= 0.95, hits / total
-    # closed loop from the same seeds and commands, through a saved and reloaded checkpoint
-    from multistream.checkpoint import save_checkpoint
-
     save_checkpoint(tmp / "ckpt", model, model.cfg)
     save_policy_files(tmp / "ckpt", cfg, tok, binding)
-    policy = Policy.load(tmp / "ckpt")
+    return streams, hits / total, Policy.load(tmp / "ckpt")
+
+
+def test_tiny_policy_overfits_replays_and_succeeds_closed_loop(touch_run):
+    tmp, demos, store, cfg = touch_run
+    _, accuracy, policy = overfit_and_reload(tmp, store, cfg, steps=250)
+    assert accuracy >= 0.95, accuracy
+    # closed loop from the same seeds and commands, through the saved and reloaded checkpoint
     metas = store.episode_metas()
     res = policy.rollout("touch", [m["seed"] for m in metas], commands=[m["command"] for m in metas], batch_size=2)
     assert all(np.abs(r["actions"]).max() <= 1.0 for r in res)  # never an invalid action
