@@ -11,6 +11,8 @@ from speech.codec.ddsp import HarmonicNoiseHead, noise_tables
 from speech.codec.losses import CodecLoss
 from speech.codec.model import MimiCodec
 
+from .conftest import random_codebooks
+
 HOP, SR, FRAME = 960, 24000, 1920
 
 
@@ -83,8 +85,7 @@ def _codec(head):
     cfg.hnr = HNRConfig(n_harmonics=8, n_noise_bands=4, noise_table=1 << 15)
     torch.manual_seed(0)
     codec = MimiCodec(cfg).eval()
-    for layer in [*codec.quantizer.rvq_first.layers, *codec.quantizer.rvq_rest.layers]:
-        layer.embedding_sum.normal_()  # random codebooks (fresh ones are all zero until k-means init)
+    random_codebooks(codec)
     with torch.no_grad():
         codec.hnr.proj.bias[1:].fill_(0.0)  # audible from the start
     return codec

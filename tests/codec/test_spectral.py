@@ -11,15 +11,10 @@ from speech.codec.losses import CodecLoss
 from speech.codec.model import MimiCodec
 from speech.codec.spectral import CausalLogSpectrum, OverlapAddSynthesis
 
+from .conftest import random_codebooks
+from .test_ddsp import _split
+
 HOP, SR, FRAME = 240, 24000, 1920
-
-
-def _split(x, sizes):
-    out, i = [], 0
-    for n in sizes:
-        out.append(x[..., i: i + n])
-        i += n
-    return out
 
 
 def test_log_spectrum_chunked_equals_full_and_causal():
@@ -80,8 +75,7 @@ def _codec():
     cfg.transformer = BottleneckTransformerConfig(num_layers=1, num_heads=2, dim_feedforward=32)
     torch.manual_seed(0)
     codec = MimiCodec(cfg).eval()
-    for layer in [*codec.quantizer.rvq_first.layers, *codec.quantizer.rvq_rest.layers]:
-        layer.embedding_sum.normal_()  # random codebooks (fresh ones are all zero until k-means init)
+    random_codebooks(codec)
     with torch.no_grad():  # audible from the start
         codec.decoder.model[-2].conv.bias.zero_()
     return codec

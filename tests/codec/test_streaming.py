@@ -8,6 +8,8 @@ from speech.codec.conv import StreamingConv1d, StreamingConvTranspose1d
 from speech.codec.model import MimiCodec
 from speech.codec.seanet import SEANetDecoder, SEANetEncoder
 
+from .conftest import random_codebooks
+
 FRAME = 1920
 
 
@@ -17,8 +19,7 @@ def _codec(context: int = 250) -> MimiCodec:
     cfg.transformer = BottleneckTransformerConfig(num_layers=2, num_heads=4, dim_feedforward=256, context=context,
                                                   layer_scale=0.5)  # large scale: the transformer really matters
     codec = MimiCodec(cfg).eval()
-    for layer in [*codec.quantizer.rvq_first.layers, *codec.quantizer.rvq_rest.layers]:
-        layer.embedding_sum.normal_()  # random codebooks (fresh ones are all zero until k-means init)
+    random_codebooks(codec)
     return codec
 
 
