@@ -78,12 +78,12 @@ idx = list(range(len(held)))[: args.max_clips or None]
 mel = MultiScaleMelLoss(sr, cfg.loss.mel_scales, cfg.loss.n_mels)
 max_shift = int(0.06 * sr)
 
-codecs = {name: codec} | others
-systems = {
-    **{f"{n} ({c.cfg.bitrate / 1000:.2f} kbps)": ("ours", c.cfg.bitrate) for n, c in codecs.items()},
-    "codec2 1200": ("c2", 1200),
-    "codec2 3200": ("c2", 3200),
-    "opus 6 kbps": ("opus", 6000),
+systems = {  # label -> (kind, bitrate in bps, our codec or None)
+    **{f"{n} ({c.cfg.bitrate / 1000:.2f} kbps)": ("ours", c.cfg.bitrate, c)
+       for n, c in ({name: codec} | others).items()},
+    "codec2 1200": ("c2", 1200, None),
+    "codec2 3200": ("c2", 3200, None),
+    "opus 6 kbps": ("opus", 6000, None),
 }
 opus_bits = {"bytes": 0, "seconds": 0.0}
 
@@ -95,9 +95,9 @@ def reconstruct(model, x: np.ndarray) -> np.ndarray:
     return model.decode(model.encode(model.pad_to_frame(audio)))[0, 0, : len(x)].numpy()
 
 
-def roundtrip(sname: str, kind: str, rate: float, ref: np.ndarray) -> np.ndarray:
+def roundtrip(kind: str, rate: float, model, ref: np.ndarray) -> np.ndarray:
     if kind == "ours":
-        return reconstruct(codecs[sname.rsplit(" (", 1)[0]], ref)
+        return reconstruct(model, ref)
     if kind == "c2":
         return codec2_roundtrip(ref, sr, int(rate))
     est, size = opus_roundtrip(ref, sr, rate / 1000)
@@ -112,8 +112,8 @@ def score_clips(cache, clip_ids, desc):
     for i in tqdm(clip_ids, desc=desc, mininterval=5):
         ref = cache.clip(i)
         seconds += len(ref) / sr
-        for sname, (kind, rate) in systems.items():
-            est, lag = align(roundtrip(sname, kind, rate, ref), ref, max_shift)
+        for sname, system in systems.items():
+            est, lag = align(roundtrip(*system, ref), ref, max_shift)
             s = scores[sname]
             s["lag"].append(lag)
             s["si_sdr"].append(si_sdr(est, ref))
@@ -163,8 +163,8 @@ if args.wer_sentences:
                 print(f"WER: skipped {text!r} ({voice.name}): {e}")
                 continue
             truth = words(text)
-            for sname, (kind, rate) in ({"clean": ("clean", 0)} | systems).items():
-                audio = ref if kind == "clean" else align(roundtrip(sname, kind, rate, ref), ref, max_shift)[0]
+            for sname, system in ({"clean": ("clean", 0, None)} | systems).items():
+                audio = ref if sname == "clean" else align(roundtrip(*system, ref), ref, max_shift)[0]
                 hyp = recognize(audio)
                 wer[g][sname][0] += edit_distance(truth, words(hyp))
                 wer[g][sname][1] += len(truth)
