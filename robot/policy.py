@@ -68,6 +68,7 @@ VECTOR_OBS = (F.STATE, F.GRIPPER)  # continuous, mean/std
 BINNED_OBS = (F.FORCE, F.TOUCH)  # quantile bins
 TOKENIZERS_FILE = "policy_tokenizers.json"
 NORM_FILE = "policy_norm.json"
+CAMERA_NORMS = ("unit", "meanstd")
 POLICY_FILE = "policy.json"
 
 
@@ -85,10 +86,13 @@ class PolicyConfig:
     depth_layers: int = 2
     command: str = "listen"  # COMMAND_LAYOUTS: "listen" (word stream, listening prefix) or "slots" (every frame)
     fuse_command: bool = False  # "slots" only: the slots also as constant one-hot planes beside the camera's RGB
+    camera_norm: str = "unit"  # CAMERA_NORMS: "unit" (uint8 / 255) or "meanstd" (per-channel mean/std of the demos)
 
     def __post_init__(self) -> None:
         if self.command not in COMMAND_LAYOUTS:
             raise ValueError(f"command layout must be one of {COMMAND_LAYOUTS}, got {self.command!r}")
+        if self.camera_norm not in CAMERA_NORMS:
+            raise ValueError(f"camera_norm must be one of {CAMERA_NORMS}, got {self.camera_norm!r}")
         if self.fuse_command and (self.command != "slots" or not self.camera):
             raise ValueError(f"fuse_command needs the slots layout and the camera, got command={self.command!r}, "
                              f"camera={self.camera}")
@@ -253,10 +257,14 @@ def fuse_command(batch: dict[str, torch.Tensor], streams: StreamSet, tok: Policy
     return {**batch, F.IMAGE_FRONT: torch.cat([img, planes], dim=-1)}
 
 
-def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
+def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str = "unit") -> StoreBinding:
     """The store-to-token binding of the policy (training batches and live observations alike). With
     `fuse_command` the store holds RGB only: the binding reads the camera as RGB and `fuse_command` adds the
-    planes to its batches."""
+    planes to its batches. `camera_norm` (`PolicyConfig.camera_norm`): "unit" maps uint8 to [0, 1]; "meanstd"
+    standardises each colour channel with the store's statistics (saved in the policy's norm file), which is what
+    lets the CNN see a few-pixel object on a table that fills most of the frame (docs/robot.md)."""
+    if camera_norm not in CAMERA_NORMS:
+        raise ValueError(f"camera_norm must be one of {CAMERA_NORMS}, got {camera_norm!r}")
     if F.IMAGE_FRONT in streams and streams[F.IMAGE_FRONT].feature_shape[-1] != RGB:
         img = streams[F.IMAGE_FRONT]
         streams = StreamSet(tuple(dataclasses.replace(img, feature_shape=(*img.feature_shape[:2], RGB))
@@ -265,7 +273,7 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers) -> StoreBinding:
     b += [StreamBinding(streams[k], tokenizer=t) for k, t in ((COMMAND, tok.words), (COMMAND_SLOTS, tok.slots))
           if k in streams]
     if F.IMAGE_FRONT in streams:
-        b.append(StreamBinding(streams[F.IMAGE_FRONT], normalize="unit"))
+        b.append(StreamBinding(streams[F.IMAGE_FRONT], normalize=camera_norm))
     b += [StreamBinding(streams[k], normalize="meanstd") for k in VECTOR_OBS]
     b += [StreamBinding(streams[k], tokenizer=tok.for_key(k)) for k in BINNED_OBS]
     return StoreBinding(streams, tok.action.frame_rate, b)
@@ -392,7 +400,8 @@ class Policy:
             raise ValueError(f"checkpoint {ckpt} streams differ from the policy files in {base}")
         model = RQTransformer(lm_cfg)
         load_weights(ckpt, model)
-        binding = policy_binding(streams, tok).load_norm_state(json.loads((base / NORM_FILE).read_text()))
+        norm = json.loads((base / NORM_FILE).read_text())
+        binding = policy_binding(streams, tok, cfg.camera_norm).load_norm_state(norm)
         return cls(model, cfg, tok, binding)
 
     def _action_codes(self, action: np.ndarray) -> torch.Tensor:

@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--first-frames", type=int, default=3, help="how many acting frames --first-weight applies to")
     ap.add_argument("--fuse-command", action="store_true",
                     help="slots stores only: the command's slots also as one-hot planes beside the camera's RGB")
+    ap.add_argument("--camera-norm", choices=("unit", "meanstd"), default="unit",
+                    help="camera input: uint8 / 255 ('unit') or each colour channel standardised with the store's "
+                         "mean/std ('meanstd')")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true",
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> None:
     from robot.policy import (
         ACTION,
         NORM_FILE,
+        POLICY_FILE,
         TOKENIZERS_FILE,
         PolicyConfig,
         PolicyTokenizers,
@@ -132,9 +136,10 @@ def run(args: argparse.Namespace) -> None:
     cfg = PolicyConfig(**store.attrs["policy_config"])
     if args.fuse_command:  # a model option: the store (RGB + slots) is the same
         cfg = dataclasses.replace(cfg, fuse_command=True)
+    cfg = dataclasses.replace(cfg, camera_norm=args.camera_norm)
     tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
     streams = policy_streams(cfg, tok)
-    binding = policy_binding(streams, tok)
+    binding = policy_binding(streams, tok, cfg.camera_norm)
     n = store.num_episodes
     # held out: the last 5% of the expert demos (DAgger episodes appended by scripts/dagger_policy.py all train)
     demo_eps = [i for i, m in enumerate(store.episode_metas()) if m.get("source") != DAGGER_SOURCE]
@@ -177,6 +182,12 @@ def run(args: argparse.Namespace) -> None:
         if files is None:
             raise FileNotFoundError(f"--init {init}: no {NORM_FILE} there or in its parent")
         binding.load_norm_state(json.loads((files / NORM_FILE).read_text()))
+    if args.resume and (out / POLICY_FILE).is_file():  # before the files are rewritten
+        saved = PolicyConfig(**json.loads((out / POLICY_FILE).read_text()))
+        if saved != cfg:
+            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v}
+            raise ValueError(f"--resume: the run in {out} was made with other policy settings "
+                             f"(saved, now: {diff}); pass the same options (e.g. --fuse-command, --camera-norm)")
     save_policy_files(out, cfg, tok, binding)
 
     lm_cfg = model_config(cfg, streams, dropout=args.dropout)

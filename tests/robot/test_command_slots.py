@@ -187,3 +187,56 @@ def test_fused_command_planes_reach_the_camera_and_the_policy_rolls_out(slots_ru
     assert policy.cfg.fuse_command
     res = policy.rollout("touch", [store.episode_meta(0)["seed"]], commands=[store.episode_meta(0)["command"]])
     assert np.isfinite(res[0]["actions"]).all() and np.abs(res[0]["actions"]).max() <= 1.0
+
+
+def test_standardised_camera_uses_the_store_statistics_and_survives_reload(slots_run):
+    import dataclasses
+
+    from envs import features as F
+    from multistream.checkpoint import save_checkpoint
+
+    tmp, demos, store, cfg = slots_run
+    cfg = dataclasses.replace(cfg, camera_norm="meanstd")
+    tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    streams = policy_streams(cfg, tok)
+    binding = policy_binding(streams, tok, cfg.camera_norm).attach(store)
+    raw = np.concatenate([store.episode(i, [F.IMAGE_FRONT])[F.IMAGE_FRONT] for i in range(store.num_episodes)])
+    raw = raw.reshape(-1, 3).astype(np.float64)
+    img = binding.episode(store, 0)[F.IMAGE_FRONT]
+    want = (store.episode(0, [F.IMAGE_FRONT])[F.IMAGE_FRONT] - raw.mean(0)) / raw.std(0)
+    assert torch.allclose(img[0], torch.as_tensor(want, dtype=torch.float32), atol=1e-3)
+    x = img.reshape(-1, 3)
+    assert x.abs().max() < 10 and not torch.allclose(x.std(0), torch.zeros(3))
+    unit = policy_binding(streams, tok).attach(store).episode(store, 0)[F.IMAGE_FRONT]
+    assert 0.0 <= float(unit.min()) and float(unit.max()) <= 1.0  # the default is still uint8 / 255
+    with pytest.raises(ValueError, match="camera_norm must be one of"):
+        PolicyConfig(camera_norm="minmax")
+    with pytest.raises(ValueError, match="camera_norm must be one of"):
+        policy_binding(streams, tok, "bogus")
+    torch.manual_seed(0)
+    model = RQTransformer(model_config(cfg, streams))
+    save_checkpoint(tmp / "norm", model.eval(), model.cfg)
+    save_policy_files(tmp / "norm", cfg, tok, binding)
+    policy = Policy.load(tmp / "norm")  # the live observations get the same standardisation
+    assert policy.cfg.camera_norm == "meanstd"
+    obs = {F.IMAGE_FRONT: torch.as_tensor(store.episode(0, [F.IMAGE_FRONT])[F.IMAGE_FRONT][:1])}
+    sh, sc = policy.binding._norm[F.IMAGE_FRONT]
+    assert torch.allclose((obs[F.IMAGE_FRONT].float() - sh) / sc, img[0, :1], atol=1e-3)
+
+
+def test_train_policy_resume_refuses_another_camera_norm(slots_run):
+    import json
+    import subprocess
+    import sys
+
+    tmp, demos, store, cfg = slots_run
+    out = tmp / "run_norm"
+    base = [sys.executable, str(ROOT / "scripts" / "train_policy.py"), "--store", str(tmp / "policy.zarr"), "--out",
+            str(out), "--steps", "2", "--batch", "2", "--threads", "1", "--no-progress", "--warmup", "0"]
+    p = subprocess.run([*base, "--camera-norm", "meanstd"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "policy.json").read_text())["camera_norm"] == "meanstd"
+    saved = (out / "policy.json").read_text()
+    p = subprocess.run([*base, "--steps", "3", "--resume"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode != 0 and "other policy settings" in p.stderr and "camera_norm" in p.stderr, p.stderr
+    assert (out / "policy.json").read_text() == saved  # refused before anything was rewritten
