@@ -8,6 +8,10 @@ The transposed conv keeps the `kernel - stride` overlapping outputs of the previ
 next one (overlap-add), then trims them on the right in one-shot mode.
 Inputs must be a whole number of strides long; the codec guarantees this by working in whole frames.
 
+Streaming chunks are short (a few steps per 80 ms frame), where `F.conv1d` / `F.conv_transpose1d` spend most of
+their time in per-call setup: for chunks of at most `SMALL_STEPS` output steps both convolutions are computed as
+one matrix product instead (unfold + linear; linear + fold), the same arithmetic, ~2-4x faster on one CPU thread.
+
 Dimension legend: B batch, C channels, T time steps.
 """
 
@@ -20,6 +24,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from multistream.streaming import StreamingModule, StreamingState
+
+SMALL_STEPS = 64  # chunks up to this many steps take the matmul path (streaming); longer ones the conv kernels
+
+
+def _conv1d_matmul(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """`conv(x)` (no padding, groups 1) as one matrix product: x [B, C_in, T] -> [B, C_out, T_out]."""
+    (k,), (d,), (s,) = conv.kernel_size, conv.dilation, conv.stride
+    u = x.unfold(2, (k - 1) * d + 1, s)  # [B, C_in, T_out, span]
+    if d > 1:
+        u = u[..., ::d]  # [B, C_in, T_out, k]
+    u = u.permute(0, 2, 1, 3).reshape(x.shape[0], u.shape[2], -1)  # [B, T_out, C_in * k]
+    return F.linear(u, conv.weight.reshape(conv.out_channels, -1), conv.bias).transpose(1, 2)
+
+
+def _conv_transpose1d_matmul(x: torch.Tensor, convtr: nn.ConvTranspose1d) -> torch.Tensor:
+    """`F.conv_transpose1d(x, weight, stride)` without bias, groups 1 or depthwise, as a product and an
+    overlap-add (fold): x [B, C_in, T] -> [B, C_out, (T - 1) * stride + kernel]."""
+    (k,), (s,) = convtr.kernel_size, convtr.stride
+    b, c_in, t = x.shape
+    w = convtr.weight  # [C_in, C_out / groups, k]
+    if convtr.groups == 1:
+        y = (x.transpose(1, 2) @ w.reshape(c_in, -1)).view(b, t, -1, k)  # [B, T, C_out, k]
+    else:  # depthwise: one filter per channel
+        y = x.transpose(1, 2)[..., None] * w[:, 0][None, None]  # [B, T, C, k]
+    c_out = y.shape[2]
+    y = y.permute(0, 2, 3, 1).reshape(b, c_out * k, t)  # [B, C_out * k, T]
+    out = F.fold(y, output_size=(1, (t - 1) * s + k), kernel_size=(1, k), stride=(1, s))  # [B, C_out, 1, L]
+    return out[:, :, 0]
 
 
 @dataclass
@@ -72,6 +104,8 @@ class StreamingConv1d(StreamingModule):
             x = torch.cat([prev, x], dim=-1)  # [B, C_in, pad + T]
             if self.padding_total:
                 self.state.previous = x[..., x.shape[-1] - self.padding_total:]
+            if self.conv.groups == 1 and x.shape[-1] // self.stride <= SMALL_STEPS:
+                return _conv1d_matmul(x, self.conv)
         return self.conv(x)
 
     def _pad_left(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, pad + T]
@@ -101,7 +135,13 @@ class StreamingConvTranspose1d(StreamingModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T * stride]
         # bias added after the overlap-add so that overlapping outputs do not count it twice
-        y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride, groups=self.convtr.groups)
+        g = self.convtr.groups
+        small = self.state is not None and x.shape[-1] <= SMALL_STEPS and g in (1, x.shape[1]) \
+            and (g == 1 or self.convtr.out_channels == g)
+        if small:
+            y = _conv_transpose1d_matmul(x, self.convtr)
+        else:
+            y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride, groups=g)
         n = x.shape[-1] * self.stride
         if self.state is not None and self.overlap:
             prev = self.state.partial

@@ -66,11 +66,30 @@ class EuclideanCodebook(nn.Module):
     def embedding(self) -> Tensor:  # [V, D]
         return self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
 
+    def _table(self) -> tuple[Tensor, Tensor]:
+        """(embedding [V, D], squared norms [V]), recomputed only when the buffers change (EMA update, load,
+        device move): streaming encode/decode call this for every frame and codebook."""
+        try:
+            key = (self.embedding_sum.data_ptr(), self.embedding_sum._version, self.cluster_usage.data_ptr(),
+                   self.cluster_usage._version)
+        except RuntimeError:  # inference tensors carry no version counter: no cache
+            key = None
+        cache = getattr(self, "_cache", None)
+        if cache is None or key is None or cache[0] != key or torch.is_grad_enabled():
+            e = self.embedding
+            cache = (key, e, (e * e).sum(-1))
+            if not torch.is_grad_enabled():
+                self._cache = cache
+        return cache[1], cache[2]
+
     def encode(self, x: Tensor) -> Tensor:  # [N, D] -> [N]
-        return torch.cdist(x, self.embedding).argmin(dim=-1)
+        # argmin_v |x - e_v|^2 = argmin_v (|e_v|^2 - 2 x.e_v): one product, the same for any number of rows
+        e, e2 = self._table()
+        with torch.autocast(x.device.type, enabled=False):  # distances in fp32 even under bf16 autocast
+            return torch.addmm(e2, x.float(), e.t(), alpha=-2.0).argmin(dim=-1)
 
     def decode(self, codes: Tensor) -> Tensor:  # [...] -> [..., D]
-        return F.embedding(codes, self.embedding)
+        return F.embedding(codes, self._table()[0])
 
     @torch.no_grad()
     def update(self, x: Tensor, codes: Tensor) -> float:

@@ -145,3 +145,60 @@ def test_streaming_reset_and_batch_independence():
             again = torch.cat([codec.encode(c) for c in _chunks(x[:1], [FRAME] * 3)], -1)
     assert torch.equal(first, ref) and torch.equal(again, ref)
     assert torch.equal(codec.encode(x)[:1], ref)  # batch items do not interact
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,groups", [(3, 1, 1, 1), (3, 1, 3, 1), (8, 4, 1, 1), (5, 2, 2, 1),
+                                                            (3, 1, 1, 2)])
+def test_streaming_conv_matmul_path_equals_the_conv_kernel(kernel, stride, dilation, groups):
+    """Short streaming chunks take `_conv1d_matmul` (groups 1), long ones and grouped convs the conv kernel: all
+    give what `nn.Conv1d` gives on the padded input."""
+    from speech.codec import conv as conv_mod
+
+    torch.manual_seed(0)
+    conv = StreamingConv1d(4, 6, kernel, stride=stride, dilation=dilation, groups=groups)
+    n = (conv_mod.SMALL_STEPS + 6) * stride  # one chunk over the matmul limit, then short ones
+    x = torch.randn(3, 4, n + 10 * stride)
+    with torch.no_grad():
+        want = conv.conv(conv._pad_left(x))
+        with conv.streaming(3):
+            got = torch.cat([conv(x[..., :n]), conv(x[..., n:n + stride]), conv(x[..., n + stride:])], -1)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        if groups == 1:
+            xp = conv._pad_left(x[..., :8 * stride])
+            torch.testing.assert_close(conv_mod._conv1d_matmul(xp, conv.conv), conv.conv(xp), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(4, 6, 8, 4, 1), (4, 4, 4, 2, 4), (4, 8, 4, 2, 4)])
+def test_streaming_conv_transpose_matmul_path_equals_the_kernel(cin, cout, kernel, stride, groups):
+    from speech.codec import conv as conv_mod
+
+    torch.manual_seed(0)
+    conv = StreamingConvTranspose1d(cin, cout, kernel, stride=stride, groups=groups)
+    x = torch.randn(2, cin, 9)
+    with torch.no_grad():
+        want = torch.nn.functional.conv_transpose1d(x, conv.convtr.weight, None, stride=stride, groups=groups)
+        if groups == 1 or cout == groups:
+            torch.testing.assert_close(conv_mod._conv_transpose1d_matmul(x, conv.convtr), want, rtol=0, atol=1e-5)
+        full = conv(x)
+        with conv.streaming(2):
+            parts = torch.cat([conv(x[..., i:i + 1]) for i in range(9)], -1)
+        torch.testing.assert_close(parts, full, rtol=0, atol=1e-5)
+
+
+def test_quantizer_distance_table_follows_the_buffers():
+    """The cached codebook table is rebuilt when the EMA update or a load changes the buffers."""
+    from speech.codec.config import QuantizerConfig
+    from speech.codec.quantizer import EuclideanCodebook
+
+    torch.manual_seed(0)
+    cb = EuclideanCodebook(8, QuantizerConfig(bins=16))
+    cb.embedding_sum.copy_(torch.randn(16, 8))
+    x = torch.randn(50, 8)
+    with torch.no_grad():
+        assert torch.equal(cb.encode(x), torch.cdist(x, cb.embedding).argmin(-1))
+        before = cb.decode(torch.arange(16)).clone()
+        cb.load_state_dict({**cb.state_dict(), "embedding_sum": torch.randn(16, 8)})
+        assert not torch.equal(cb.decode(torch.arange(16)), before)
+        assert torch.equal(cb.encode(x), torch.cdist(x, cb.embedding).argmin(-1))
+        cb.embedding_sum.mul_(2.0)
+        torch.testing.assert_close(cb.decode(torch.arange(16)), cb.embedding)
