@@ -51,9 +51,13 @@ class ImageAugment:
         return self.shift > 0 or self.brightness > 0
 
 
-def augment_images(x: torch.Tensor, aug: ImageAugment, g: torch.Generator) -> torch.Tensor:
-    """`x`: [B, T, H, W, C] float images in [0, 1] -> augmented copy, same shape and dtype (one shift and one
-    brightness factor per batch row)."""
+Norm = tuple[torch.Tensor, torch.Tensor]  # (shift, scale) per channel: model input = (uint8 pixel - shift) / scale
+
+
+def augment_images(x: torch.Tensor, aug: ImageAugment, g: torch.Generator, norm: Norm | None = None) -> torch.Tensor:
+    """`x`: [B, T, H, W, C] float images -> augmented copy, same shape and dtype (one shift and one brightness
+    factor per batch row). `norm`: how `x` was made from uint8 pixels (the binding's normalisation); None means
+    pixels / 255, i.e. `x` in [0, 1]. Brightness is applied and clipped in pixel space, whatever the normalisation."""
     if x.dim() != 5 or not x.is_floating_point():
         raise ValueError(f"expected float images [B, T, H, W, C], got {x.dtype} {tuple(x.shape)}")
     if not aug.active:
@@ -72,13 +76,20 @@ def augment_images(x: torch.Tensor, aug: ImageAugment, g: torch.Generator) -> to
         out = rearrange(crops, "b (t c) h w -> b t h w c", t=t)  # [B, T, H, W, C]
     if aug.brightness > 0:
         f = 1.0 + (torch.rand(b, generator=g) * 2 - 1) * aug.brightness  # [B]
-        out = (out * f.to(out.dtype)[:, None, None, None, None]).clamp(0.0, 1.0)
+        f = f.to(out.dtype)[:, None, None, None, None]
+        if norm is None:
+            out = (out * f).clamp(0.0, 1.0)
+        else:  # back to pixels, brighten and clip there, normalise again
+            shift, scale = (torch.as_tensor(v, dtype=out.dtype) for v in norm)
+            out = ((out * scale + shift) * f).clamp(0.0, 255.0).sub(shift).div(scale)
     return out.contiguous()
 
 
-def augmented_batch_fn(batch_fn: BatchFn, image_keys: Sequence[str], aug: ImageAugment, seed: int = 0) -> BatchFn:
+def augmented_batch_fn(batch_fn: BatchFn, image_keys: Sequence[str], aug: ImageAugment, seed: int = 0,
+                       norms: dict[str, Norm] | None = None) -> BatchFn:
     """`batch_fn` with `augment_images` applied to the streams `image_keys` of every batch; deterministic in
-    (seed, step, micro, rank). An inactive `aug` returns `batch_fn` itself."""
+    (seed, step, micro, rank). `norms`: per image stream, the binding's (shift, scale) that made the batch's values
+    from uint8 pixels (None or absent: pixels / 255). An inactive `aug` returns `batch_fn` itself."""
     if not aug.active:
         return batch_fn
     if not image_keys:
@@ -90,7 +101,7 @@ def augmented_batch_fn(batch_fn: BatchFn, image_keys: Sequence[str], aug: ImageA
         for k in image_keys:
             if k not in batch:
                 raise ValueError(f"image stream {k!r} is not in the batch (keys: {sorted(batch)})")
-            batch[k] = augment_images(batch[k], aug, g)
+            batch[k] = augment_images(batch[k], aug, g, (norms or {}).get(k))
         return batch
 
     return fn

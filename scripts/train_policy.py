@@ -171,17 +171,19 @@ def run(args: argparse.Namespace) -> None:
     else:
         base_fn = binding.batch_fn(store, window=window, batch_size=args.batch, seed=args.seed, episodes=train_eps,
                                    from_episode_start=True)
-    images = [s.name for s in streams if s.continuous and len(s.feature_shape) == 3]
-    aug_fn = augmented_batch_fn(base_fn, images, args.augment, seed=args.seed)
-
-    def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        return fuse_command(trim_padding(aug_fn(step, micro, rank, world), streams), streams, tok)
-
     if init is not None:  # keep the normalisation the init weights were trained with (a grown store shifts it)
         files = next((d for d in (init, init.parent) if (d / NORM_FILE).is_file()), None)
         if files is None:
             raise FileNotFoundError(f"--init {init}: no {NORM_FILE} there or in its parent")
         binding.load_norm_state(json.loads((files / NORM_FILE).read_text()))
+    images = [s.name for s in streams if s.continuous and len(s.feature_shape) == 3]
+    norms = {k: (torch.tensor(v["shift"]), torch.tensor(v["scale"])) for k, v in binding.norm_state().items()
+             if k in images}  # brightness works in pixel space whatever the camera normalisation
+    aug_fn = augmented_batch_fn(base_fn, images, args.augment, seed=args.seed, norms=norms)
+
+    def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        return fuse_command(trim_padding(aug_fn(step, micro, rank, world), streams), streams, tok)
+
     if args.resume and (out / POLICY_FILE).is_file():  # before the files are rewritten
         saved = PolicyConfig(**json.loads((out / POLICY_FILE).read_text()))
         if saved != cfg:

@@ -121,3 +121,18 @@ def test_trim_padding_is_exact_and_dropout_is_off_in_eval(policy_store):
     model.train()
     with torch.no_grad():
         assert not torch.equal(lm_loss(model(batch), streams).total, full)  # dropout acts in training
+
+
+def test_brightness_works_in_pixel_space_under_any_normalisation():
+    """With a standardised camera the batch holds (pixel - mean) / std: brightness must brighten and clip the pixels,
+    not clip the standardised values to [0, 1] (which would wipe every below-mean pixel)."""
+    g = torch.Generator().manual_seed(0)
+    pix = torch.randint(0, 256, (3, 2, 8, 8, 3)).float()
+    shift, scale = torch.tensor([149.0, 142.0, 129.0]), torch.tensor([91.0, 87.0, 79.0])
+    aug = ImageAugment(brightness=0.3)
+    out = augment_images((pix - shift) / scale, aug, torch.Generator().manual_seed(0), (shift, scale))
+    unit = augment_images(pix / 255, aug, g)  # the same draws on [0, 1] images
+    torch.testing.assert_close(out, (unit * 255 - shift) / scale, atol=1e-4, rtol=0)
+    assert float(out.min()) < -1.0  # dark pixels stay dark: nothing clipped at 0 in the normalised space
+    unit_norm = augment_images(pix / 255, aug, torch.Generator().manual_seed(0), (torch.zeros(()), torch.tensor(255.0)))
+    torch.testing.assert_close(unit_norm, unit, atol=1e-6, rtol=0)
