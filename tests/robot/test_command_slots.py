@@ -58,10 +58,32 @@ def test_slots_are_the_same_for_every_phrasing_and_refuse_bad_commands():
         PolicyConfig(command="shout")
 
 
-def test_committed_checkpoint_still_loads_in_the_listening_layout():
+def test_committed_checkpoint_loads_and_older_policy_files_get_the_old_defaults(slots_run, tmp_path):
+    import json
+
+    from multistream.checkpoint import save_checkpoint
+
     policy = Policy.load(ROOT / "checkpoints" / "policy_touch")
-    assert policy.cfg.command == "listen" and COMMAND in policy.streams and COMMAND_SLOTS not in policy.streams
+    want = COMMAND_SLOTS if policy.cfg.command == "slots" else COMMAND
+    assert want in policy.streams
     assert same_config({k: v for k, v in vars(PolicyConfig()).items() if k != "command"}, PolicyConfig())
+    # a policy.json written before the command layout, early fusion and camera normalisation existed (the first
+    # committed policy's): a listening policy with a [0, 1] camera
+    _, _, store, cfg = slots_run
+    tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    listen = PolicyConfig(image_size=cfg.image_size, d_model=cfg.d_model, num_layers=cfg.num_layers,
+                          depth_d_model=cfg.depth_d_model, depth_layers=cfg.depth_layers)
+    streams = policy_streams(listen, tok)
+    torch.manual_seed(0)
+    model = RQTransformer(model_config(listen, streams))
+    save_checkpoint(tmp_path, model.eval(), model.cfg)
+    save_policy_files(tmp_path, listen, tok, policy_binding(streams, tok))
+    old = {k: v for k, v in json.loads((tmp_path / "policy.json").read_text()).items()
+           if k not in ("command", "fuse_command", "camera_norm")}
+    (tmp_path / "policy.json").write_text(json.dumps(old))
+    loaded = Policy.load(tmp_path)
+    assert (loaded.cfg.command, loaded.cfg.fuse_command, loaded.cfg.camera_norm) == ("listen", False, "unit")
+    assert COMMAND in loaded.streams and COMMAND_SLOTS not in loaded.streams
 
 
 @pytest.fixture(scope="module")
