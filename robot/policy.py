@@ -5,7 +5,8 @@ Streams (all on the 12.5 Hz env clock; one env step per frame):
     action                    predicted   5 codebooks (dx, dy, dz, dyaw, grip), uniform bins over [-1, 1]
     command                   input       1 codebook, instruction words (robot.command), one per listening frame
     command.slots             input       4 codebooks (colour, shape, side, target), on every frame (the other layout)
-    observation.images.front  input       continuous [64, 64, 3] uint8 -> [0, 1], a CNN trained with the model
+    observation.images.front  input       continuous [64, 64, 3] uint8 -> [0, 1] (or standardised per channel:
+                                          camera_norm), a CNN trained with the model
     observation.state         input       continuous [13], normalised by the demos' mean/std
     observation.gripper       input       continuous [2], mean/std
     observation.force         input       6 codebooks, quantile bins fitted on the demos

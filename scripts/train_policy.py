@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> None:
         model_config,
         policy_binding,
         policy_streams,
+        same_config,
         save_policy_files,
     )
 
@@ -185,11 +186,10 @@ def run(args: argparse.Namespace) -> None:
         return fuse_command(trim_padding(aug_fn(step, micro, rank, world), streams), streams, tok)
 
     if args.resume and (out / POLICY_FILE).is_file():  # before the files are rewritten
-        saved = PolicyConfig(**json.loads((out / POLICY_FILE).read_text()))
-        if saved != cfg:
-            diff = {k: (v, getattr(cfg, k)) for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v}
-            raise ValueError(f"--resume: the run in {out} was made with other policy settings "
-                             f"(saved, now: {diff}); pass the same options (e.g. --fuse-command, --camera-norm)")
+        saved = json.loads((out / POLICY_FILE).read_text())
+        if not same_config(saved, cfg):
+            raise ValueError(f"--resume: the run in {out} was made with other policy settings ({saved}, now "
+                             f"{dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command, --camera-norm)")
     save_policy_files(out, cfg, tok, binding)
 
     lm_cfg = model_config(cfg, streams, dropout=args.dropout)

@@ -135,13 +135,12 @@ class StreamingConvTranspose1d(StreamingModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C_in, T] -> [B, C_out, T * stride]
         # bias added after the overlap-add so that overlapping outputs do not count it twice
-        g = self.convtr.groups
-        small = self.state is not None and x.shape[-1] <= SMALL_STEPS and g in (1, x.shape[1]) \
-            and (g == 1 or self.convtr.out_channels == g)
-        if small:
-            y = _conv_transpose1d_matmul(x, self.convtr)
+        c = self.convtr
+        plain_or_depthwise = c.groups == 1 or c.groups == c.in_channels == c.out_channels
+        if self.state is not None and x.shape[-1] <= SMALL_STEPS and plain_or_depthwise:
+            y = _conv_transpose1d_matmul(x, c)
         else:
-            y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride, groups=g)
+            y = F.conv_transpose1d(x, c.weight, None, stride=self.stride, groups=c.groups)
         n = x.shape[-1] * self.stride
         if self.state is not None and self.overlap:
             prev = self.state.partial
