@@ -147,6 +147,15 @@ class TabletopEnv(gym.Env):
         """Canonical task parameters (target, goal) for metadata; subclasses add theirs."""
         return {"target": f"{self.colors.get(self.target, '')} {self.target}".strip()}
 
+    def retarget(self, target: str) -> None:
+        """A mid-episode correction: the task goes on with another object (`target`, a canonical shape name; its
+        side or goal stays). The experts and the success check read the target every step."""
+        if target not in self.colors:
+            raise ValueError(f"unknown object {target!r}; the scene has {sorted(self.colors)}")
+        if target == self.target:
+            raise ValueError(f"{target!r} is already the target")
+        self.target = target
+
     # ---- gymnasium API --------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if options:  # the tasks take no reset options: refuse rather than silently ignore one

@@ -43,6 +43,24 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# Mid-episode corrections ("no, the blue cube"): the user names another object; the task (and its side or target)
+# stays. Train and held-out phrasings as for the instructions.
+CORRECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("no, the {obj}", "sorry, I meant the {obj}", "wait, the {obj} instead"),
+    "heldout": ("not that one, the {obj}",),
+}
+
+
+def make_correction(split: str, rng: np.random.Generator, obj: str) -> str:
+    """A correction naming `obj` ("<color> <shape>", canonical) from `split`'s phrasings, with a random shape
+    synonym."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"correction split must be 'train' or 'heldout', got {split!r}")
+    color, shape = obj.split(" ")
+    syn = SHAPE_WORDS[shape]
+    phrasings = CORRECTIONS[split]
+    return phrasings[int(rng.integers(len(phrasings)))].format(obj=f"{color} {syn[int(rng.integers(len(syn)))]}")
+
 
 def make_instruction(task: str, split: str, rng: np.random.Generator, **slots: str) -> tuple[str, str]:
     """A phrasing for `task` from `split`; slot values are canonical names (`obj` as "<color> <shape>",

@@ -260,6 +260,14 @@ class EpisodeStore:
         """The user attrs given to `create`."""
         return dict(self._group.attrs.get(USER_ATTRS, {}))
 
+    def update_attrs(self, **values) -> None:
+        """Set user attrs (JSON-serializable; a store opened for writing), e.g. a builder's list of skipped items."""
+        try:
+            json.dumps(values)
+        except TypeError as e:
+            raise ValueError(f"attrs must be JSON-serializable: {e}") from e
+        self._group.attrs[USER_ATTRS] = {**self.attrs, **values}
+
     @property
     def episode_ends(self) -> np.ndarray:
         return self._ends.copy()

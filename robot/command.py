@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from envs.instructions import SHAPE_WORDS, SIDE_WORDS, TARGET_PREPOSITION, TARGET_WORDS, TEMPLATES
+from envs.instructions import CORRECTIONS, SHAPE_WORDS, SIDE_WORDS, TARGET_PREPOSITION, TARGET_WORDS, TEMPLATES
 from envs.scene import PALETTE
 
 ZERO_ID = -1  # multistream.streams.ZERO_ID ("no input"), repeated here to keep this module free of torch imports
@@ -38,7 +38,7 @@ def vocabulary() -> list[str]:
             for s in syns:
                 words.update(_words(s))
     words.update(TARGET_PREPOSITION.values())
-    for splits in TEMPLATES.values():
+    for splits in (*TEMPLATES.values(), CORRECTIONS):
         for templates in splits.values():
             for t in templates:
                 words.update(_words(re.sub(r"\{\w+\}", " ", t)))

@@ -19,6 +19,7 @@ Scripts that call `collect` with workers > 1 therefore need an `if __name__ == "
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import multiprocessing as mp
 import os
@@ -51,8 +52,15 @@ class CollectConfig:
     noise_std: float = 0.0  # expert noise injection (see robot.experts.ExpertConfig)
     perturb_prob: float = 0.0
     keep_failures: bool = False
+    correct_prob: float = 0.0  # share of episodes with a mid-episode correction to another object
+    correct_frames: tuple[int, int] = (2, 6)  # the correction comes before the action of a frame in this range
 
     def __post_init__(self) -> None:
+        if not 0 <= self.correct_prob <= 1:
+            raise ValueError(f"correct_prob must be in [0, 1], got {self.correct_prob}")
+        lo, hi = self.correct_frames
+        if not 1 <= lo <= hi:
+            raise ValueError(f"correct_frames must be (first, last) with 1 <= first <= last, got {self.correct_frames}")
         if self.task not in envs.TASK_IDS:
             raise ValueError(f"unknown task {self.task!r}; known: {sorted(envs.TASK_IDS)}")
         if self.episodes < 1:
@@ -68,7 +76,9 @@ class CollectConfig:
 
 
 # CollectConfig fields that decide the stored episodes; a resume must match the store's on every one of them
-SAME_ON_RESUME = ("task", "seed", "image_size", "instruction_split", "noise_std", "perturb_prob", "keep_failures")
+SAME_ON_RESUME = ("task", "seed", "image_size", "instruction_split", "noise_std", "perturb_prob", "keep_failures",
+                  "correct_prob", "correct_frames")
+RESUME_DEFAULTS = {"correct_prob": 0.0, "correct_frames": [2, 6]}  # stores from before these fields existed
 
 
 def episode_arrays(result: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -95,6 +105,8 @@ def episode_meta(result: dict[str, Any], seed: int) -> dict[str, Any]:
     }
     if "goal" in info:
         meta["goal"] = info["goal"]
+    if result.get("correction"):
+        meta["correction"] = result["correction"]  # {frame, text, target}: the target from that frame on
     return meta
 
 
@@ -115,7 +127,13 @@ def _rollout(seed: int) -> tuple[int, dict[str, np.ndarray] | None, dict[str, An
     expert = make_expert(
         env, ExpertConfig(noise_std=cfg.noise_std, perturb_prob=cfg.perturb_prob, seed=seed + 1_000_003)
     )
-    result = run_episode(env, expert, seed)
+    correction = None
+    rng = np.random.default_rng([seed, 7331])
+    if cfg.correct_prob > 0 and rng.random() < cfg.correct_prob:
+        split = "heldout" if cfg.instruction_split == "heldout" else "train"
+        correction = {"frame": int(rng.integers(cfg.correct_frames[0], cfg.correct_frames[1] + 1)), "rng": rng,
+                      "split": split}
+    result = run_episode(env, expert, seed, correction=correction)
     meta = {**episode_meta(result, seed), "noise_std": cfg.noise_std, "perturb_prob": cfg.perturb_prob}
     keep = result["success"] or cfg.keep_failures
     arrays = episode_arrays(result) if keep else None
@@ -147,7 +165,8 @@ def collect(cfg: CollectConfig, out: str | os.PathLike, progress: bool = True) -
         if store.attrs.get("task") != cfg.task:
             raise ValueError(f"{out} holds task {store.attrs.get('task')!r}, not {cfg.task!r}; use another --out")
         saved = store.attrs.get("collect", {})
-        now = dataclasses.asdict(cfg)
+        now = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as the store holds them (lists)
+        saved = {**RESUME_DEFAULTS, **saved}
         diffs = [f"{k}: store {saved.get(k)!r}, now {now[k]!r}" for k in SAME_ON_RESUME if saved.get(k) != now[k]]
         if diffs:
             raise ValueError(f"{out} was collected with other settings ({'; '.join(diffs)}); rerun with the store's "

@@ -254,17 +254,27 @@ def make_expert(env, config: ExpertConfig | None = None) -> Expert:
     raise ValueError(f"no expert for env {type(base).__name__}")
 
 
-def run_episode(env, expert: Expert, seed: int, record: bool = True) -> dict[str, Any]:
+def run_episode(env, expert: Expert, seed: int, record: bool = True,
+                correction: dict[str, Any] | None = None) -> dict[str, Any]:
     """Roll out one episode of `expert` in `env` (a TimeLimit-wrapped gymnasium env) from `seed`.
 
+    `correction` ({"frame": k, "rng": numpy Generator, "split": phrasing split}): before the action of frame k the
+    user names another object of the scene (drawn with rng; `envs.instructions.make_correction`), the env is
+    retargeted and the expert follows; success is then judged on the new object. Skipped if the episode ends first.
+
     Returns {"success", "length", "info" (of the reset), "steps": list of per-step dicts (observation before the
-    action, clean and executed action, reward, reward terms)} (steps empty unless `record`)."""
+    action, clean and executed action, reward, reward terms), "correction": {frame, text, target} or None} (steps
+    empty unless `record`)."""
     obs, info = env.reset(seed=seed)
     expert.reset()
     first_info = info
     steps = []
     success = False
+    applied = None
     while True:
+        if correction is not None and applied is None and env.unwrapped._steps == correction["frame"]:
+            applied = apply_correction(env, correction["rng"], correction.get("split", "train"))
+            info = {**info, "privileged": env.unwrapped.privileged_state()}
         clean, executed = expert.act(info)
         next_obs, reward, terminated, truncated, info = env.step(executed)
         if record:
@@ -282,4 +292,19 @@ def run_episode(env, expert: Expert, seed: int, record: bool = True) -> dict[str
         obs = next_obs
         if terminated or truncated:
             break
-    return {"success": bool(success), "length": env.unwrapped._steps, "info": first_info, "steps": steps}
+    return {"success": bool(success), "length": env.unwrapped._steps, "info": first_info, "steps": steps,
+            "correction": applied}
+
+
+def apply_correction(env, rng: np.random.Generator, split: str = "train") -> dict[str, Any]:
+    """Retarget `env` to another object of its scene, drawn with `rng`; returns {frame, text, target} where text is
+    what the user says ("no, the blue cube") and target the new object ("blue cube")."""
+    from envs.instructions import make_correction
+
+    u = env.unwrapped
+    others = [o for o in scene.OBJECT_NAMES if o != u.target and o in u.colors]
+    new = others[int(rng.integers(len(others)))]
+    obj = f"{u.colors[new]} {new}"
+    text = make_correction(split, rng, obj)
+    u.retarget(new)
+    return {"frame": int(u._steps), "text": text, "target": obj}

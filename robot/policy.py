@@ -314,11 +314,28 @@ def slots_episode(demo: dict[str, np.ndarray], slots: list[int], tok: PolicyToke
     return out
 
 
+def corrected_slots(slots: CommandSlots, before: list[int], text: str) -> list[int]:
+    """The slots after a correction: the slots it names ("no, the blue cube": colour and shape) replace the
+    command's, the others (push's side, pick_place's target) stay."""
+    new = slots.ids(text)
+    return [n if n != ZERO_ID else b for n, b in zip(new, before, strict=True)]
+
+
 def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizers, cfg: PolicyConfig,
-                    keys: list[str]) -> tuple[dict[str, np.ndarray], int]:
-    """One demo episode commanded by `text` -> (store rows in the config's command layout, listening frames)."""
+                    keys: list[str], correction: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """One demo episode commanded by `text` -> (store rows in the config's command layout, listening frames).
+    `correction` ({frame, text}, from the demo's metadata): from that frame on the slots are the corrected ones."""
     if cfg.command == "slots":
-        return slots_episode(demo, tok.slots.ids(text), tok, keys), 0
+        rows = slots_episode(demo, tok.slots.ids(text), tok, keys)
+        if correction is not None:
+            k = int(correction["frame"])
+            if not 0 < k < len(rows[ACTION]):
+                raise ValueError(f"correction at frame {k} outside the episode's {len(rows[ACTION])} frames")
+            after = corrected_slots(tok.slots, tok.slots.ids(text), correction["text"])
+            rows[COMMAND_SLOTS][k:] = np.asarray(after, dtype=np.int16)
+        return rows, 0
+    if correction is not None:
+        raise ValueError("mid-episode corrections need the slots layout (make_robot_data.py --command-every-frame)")
     words = tok.words.ids(text)
     return listening_episode(demo, words, tok, keys), len(words)
 
@@ -352,7 +369,8 @@ def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, 
     metas = demos.episode_metas()
     for i in tqdm(range(store.num_episodes, demos.num_episodes), desc="policy store", disable=not progress):
         meta = metas[i]
-        arrays, listen = command_episode(demos.episode(i, keys + [ACTION]), meta["instruction"], tok, cfg, keys)
+        arrays, listen = command_episode(demos.episode(i, keys + [ACTION]), meta["instruction"], tok, cfg, keys,
+                                         meta.get("correction"))
         store.append_episode(arrays, {**meta, "command": meta["instruction"], "listen_frames": listen,
                                       "demo_episode": i})
     return store
@@ -418,13 +436,30 @@ class Policy:
         batch = self.binding.raw_to_batch(items, self._obs)
         return {k: (v[:, 0] if self.streams[k].continuous else v[:, :, 0]) for k, v in batch.items()}
 
+    def _check_slots(self, ids: list[int], text: str) -> None:
+        if len(ids) != self.tok.slots.num_codebooks or any(
+                v != ZERO_ID and not 0 <= v < self.tok.slots.cardinality for v in ids):
+            raise ValueError(f"slot ids {ids} for {text!r}: need {self.tok.slots.num_codebooks} ids in "
+                             f"[0, {self.tok.slots.cardinality}) or ZERO_ID")
+
     @torch.no_grad()
     def rollout(self, task: str, seeds: list[int], split: str = "train", commands: list[str] | None = None,
                 batch_size: int = 8, sampling: Sampling | None = None, progress: bool = False,
-                intervene: Intervene | None = None) -> list[dict]:
+                intervene: Intervene | None = None,
+                hear: Callable[[int, str], list[int]] | None = None,
+                correct: Callable[[int, int, gym.Env, list[int]], list[int] | None] | None = None) -> list[dict]:
         """Run one episode per seed, `batch_size` envs at a time in one batched Generator; returns per seed
         {seed, success, length, command, actions [T, 5]} in seed order. `commands` overrides the env's own
         instruction (one per seed).
+
+        `hear(i, text)` (slots layout only): the slot ids the robot understood when seed index `i`'s command `text`
+        was spoken to it (e.g. `robot.listener.Listener` on the spoken command's codec tokens), used instead of the
+        typed command's parse; they are returned as `slots`.
+
+        `correct(i, frame, env, slots)` (slots layout only): called before every acting frame; it may retarget the
+        env (a mid-episode correction, `robot.experts.apply_correction`) and return the new slot ids, which are the
+        command input from this frame on (None: no change). The frame of the correction is returned as
+        `corrected_at` (None if there was none).
 
         `intervene(i, obs, info, env)`: called before every acting frame of seed index `i` with the observation
         the action will be chosen from, the env's info of that state (privileged state included) and the env;
@@ -436,6 +471,8 @@ class Policy:
             raise ValueError("rollout needs at least one seed")
         if commands is not None and len(commands) != len(seeds):
             raise ValueError(f"{len(commands)} commands for {len(seeds)} seeds")
+        if (hear is not None or correct is not None) and self.cfg.command != "slots":
+            raise ValueError("hear and correct (commands as slots) need a slots-layout policy")
         sampling = sampling or Sampling(temperature=0.0)
         nb = min(batch_size, len(seeds))
         env_cfg = EnvConfig(image_size=(self.cfg.image_size, self.cfg.image_size), instruction_split=split)
@@ -451,9 +488,12 @@ class Policy:
             obs, info = pool[r].reset(seed=seeds[i])
             text = commands[i] if commands is not None else info["instruction"]
             slots = self.cfg.command == "slots"  # no listening: the slots are an input on every frame
+            ids = None
+            if slots:
+                ids = list(hear(i, text)) if hear is not None else self.tok.slots.ids(text)
+                self._check_slots(ids, text)
             return {"i": i, "obs": obs, "info": info, "words": [] if slots else self.tok.words.ids(text), "heard": 0,
-                    "slots": self.tok.slots.ids(text) if slots else None, "command": text, "actions": [],
-                    "success": False}
+                    "slots": ids, "command": text, "actions": [], "success": False, "corrected_at": None}
 
         from tqdm import tqdm
 
@@ -472,6 +512,12 @@ class Policy:
                         obs.append(row["obs"] if row is not None else last_obs)
                         if row is None:
                             continue
+                        if correct is not None and row["corrected_at"] is None:
+                            new = correct(row["i"], len(row["actions"]), pool[r], list(row["slots"]))
+                            if new is not None:
+                                self._check_slots(new, row["command"])
+                                row["slots"], row["corrected_at"] = list(new), len(row["actions"])
+                                row["info"] = {**row["info"], "privileged": pool[r].unwrapped.privileged_state()}
                         if row["slots"] is not None:
                             slots[r] = torch.tensor(row["slots"])
                         if row["heard"] < len(row["words"]):  # listening: one word per frame, holding still
@@ -509,6 +555,7 @@ class Policy:
                         if terminated or truncated:
                             results[row["i"]] = {"seed": seeds[row["i"]], "success": row["success"],
                                                  "length": len(row["actions"]), "command": row["command"],
+                                                 "slots": row["slots"], "corrected_at": row["corrected_at"],
                                                  "actions": np.stack(row["actions"])}
                             bar.update(1)
                             last_obs = row["obs"]

@@ -2,7 +2,11 @@
 
 usage: python scripts/collect_demos.py --task push --episodes 100 --workers 2 --out data/demos/push.zarr
            [--seed 0] [--image-size 64] [--split train|heldout|all] [--noise-std 0.1] [--perturb-prob 0.05]
-           [--keep-failures]
+           [--keep-failures] [--correct-prob 0.5 --correct-frames 2 6]
+
+`--correct-prob P`: that share of the episodes gets a mid-episode correction: before the action of a frame drawn
+from --correct-frames the user names another object of the scene ("no, the blue cube"), the env's target changes
+and the expert follows it (the episode's metadata records the frame, the words and the new target).
 """
 
 import argparse
@@ -27,6 +31,9 @@ def main() -> None:
     p.add_argument("--noise-std", type=nonneg_float, default=0.0, help="Gaussian noise on executed expert actions")
     p.add_argument("--perturb-prob", type=probability, default=0.0, help="per-step chance of a short random push")
     p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")
+    p.add_argument("--correct-prob", type=probability, default=0.0, help="share of episodes with a correction")
+    p.add_argument("--correct-frames", type=positive_int, nargs=2, default=(2, 6), metavar=("FIRST", "LAST"),
+                   help="the correction comes before the action of a frame in this range")
     args = p.parse_args()
 
     try:
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> None:
         noise_std=args.noise_std,
         perturb_prob=args.perturb_prob,
         keep_failures=args.keep_failures,
+        correct_prob=args.correct_prob,
+        correct_frames=tuple(args.correct_frames),
     )
     t0 = time.time()
     summary = collect(cfg, args.out)

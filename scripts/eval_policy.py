@@ -5,9 +5,19 @@ Runs the policy closed-loop in the gym env on held-out seeds, one episode per se
 per frame for all envs; `--batch 1` measures what one robot costs), under each command condition available:
     text-train     the env's instruction with a training phrasing
     text-heldout   the env's instruction with a held-out phrasing (never in the training data)
-(spoken commands come with the audio streams; they are not part of this policy yet). Success rate per condition,
-mean episode length, and the policy's compute per batched frame (tokenizers + model step) as a fraction of the
-80 ms frame. Prints a table, writes eval.json and eval.png (bar plot).
+and, with `--listener CKPT` (robot/listener.py, slots-layout policies), spoken commands:
+    speech-train   the training-phrasing instruction spoken by a training user voice (one per seed)
+    speech-heldout the same instruction spoken by a held-out user voice (never in any training data)
+and mid-episode corrections (slots-layout policies): before the action of a frame drawn from 2-6 (per seed) the user
+names another object of the scene ("no, the blue cube"; training phrasings); success is touching / moving the new
+object:
+    correction        the correction typed
+    correction-speech the correction spoken by a held-out voice, heard by the listener (with --listener)
+The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
+then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
+(its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
+the 80 ms frame, the listener's compute as a fraction of the command's duration. Prints a table, writes eval.json
+and eval.png (bar plot).
 """
 
 import argparse
@@ -19,7 +29,12 @@ import numpy as np
 
 from robot import EVAL_SEEDS
 
+ZERO_ID = -1  # multistream.streams.ZERO_ID
+
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
+SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
+CORRECTION = ("correction", "correction-speech")
+CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
 
 
@@ -31,13 +46,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=100, help="episodes per condition")
     ap.add_argument("--first-seed", type=int, default=EVAL_SEEDS.start,
                     help=f"first seed (held-out: {EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}; demos use 0..)")
-    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    ap.add_argument("--conditions", nargs="+", default=None, choices=[*CONDITIONS, *SPEECH, *CORRECTION],
+                    help="default: the text conditions, and the speech ones with --listener")
+    ap.add_argument("--listener", default=None, help="listener checkpoint (scripts/train_listener.py): spoken commands")
     ap.add_argument("--batch", type=int, default=8, help="envs stepped together")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None, help="output directory (default: <ckpt>/../eval)")
     args = ap.parse_args()
     if args.seeds < 1 or args.batch < 1:
         ap.error(f"--seeds and --batch must be >= 1, got {args.seeds}, {args.batch}")
+    if args.conditions is None:
+        args.conditions = list(CONDITIONS) + (list(SPEECH) if args.listener else [])
+    if any(c in SPEECH or c == "correction-speech" for c in args.conditions) and not args.listener:
+        ap.error("the speech conditions need --listener CKPT")
 
     import torch
 
@@ -56,17 +77,42 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
-    results, timing = {}, []
+    listener = None
+    if args.listener:
+        from robot.listener import Listener
+
+        try:
+            listener = Listener.load(args.listener)
+        except (FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
+    if (listener is not None or any(c in CORRECTION for c in args.conditions)) and policy.cfg.command != "slots":
+        sys.exit("error: spoken commands and corrections need a slots-layout policy")
+
+    results, timing, listen_rt = {}, [], []
     for cond in args.conditions:
-        res = policy.rollout(args.task, seeds, split=CONDITIONS[cond], batch_size=args.batch, progress=True)
+        hear, heard, correct = None, {}, None
+        if cond in SPEECH:
+            hear = make_hear(listener, policy, args.task, seeds, SPEECH[cond], heard, listen_rt)
+        if cond in CORRECTION:
+            correct = make_correct(listener if cond == "correction-speech" else None, policy, seeds, heard)
+        split = CONDITIONS.get(cond, "train")
+        res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,
+                             correct=correct)
         timing.append(policy.last_timing)
         results[cond] = {
             "success": float(np.mean([r["success"] for r in res])),
             "episodes": len(res),
             "mean_length": float(np.mean([r["length"] for r in res])),
             "per_seed": [{"seed": r["seed"], "success": r["success"], "length": r["length"],
-                          "command": r["command"]} for r in res],
+                          "command": r["command"], **({"corrected_at": r["corrected_at"]} if correct else {}),
+                          **heard.get(i, {})} for i, r in enumerate(res)],
         }
+        if heard:
+            results[cond]["command_accuracy"] = float(np.mean([h["understood"] for h in heard.values()]))
+        if cond in CORRECTION:  # over the episodes that lasted until their correction
+            done = [r for r in res if r["corrected_at"] is not None]
+            results[cond]["corrected_episodes"] = len(done)
+            results[cond]["success"] = float(np.mean([r["success"] for r in done])) if done else 0.0
     # per env: a batched frame serves `batch` envs (a single robot would run at batch 1: see the README figures)
     per_frame = float(np.median([t["median_frame_s"] for t in timing]))
     summary = {"ckpt": str(args.ckpt), "task": args.task, "seeds": [seeds[0], seeds[-1]], "batch": args.batch,
@@ -74,9 +120,13 @@ def main() -> None:
                "threads": torch.get_num_threads(), "conditions": results}
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
 
-    print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9}")
+    if listen_rt:
+        summary["listener_rt_median"] = float(np.median(listen_rt))
+        (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9} {'understood':>11}")
     for cond, r in results.items():
-        print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f}")
+        acc = f"{r['command_accuracy']:11.1%}" if "command_accuracy" in r else f"{'':>11}"
+        print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}")
     print(f"policy frame (tokenizers + model step) for {args.batch} envs at once: {per_frame * 1000:.2f} ms = "
           f"{per_frame / FRAME_S:.1%} of the 80 ms frame ({torch.get_num_threads()} threads)")
 
@@ -87,13 +137,72 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(4 + len(results), 3))
     names = list(results)
-    ax.bar(names, [results[c]["success"] * 100 for c in names], color=["tab:blue", "tab:orange"][: len(names)])
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(names)]
+    ax.bar(names, [results[c]["success"] * 100 for c in names], color=colors)
     ax.set_ylim(0, 100)
     ax.set_ylabel("success %")
     ax.set_title(f"{args.task}: {args.seeds} held-out seeds per condition")
     fig.tight_layout()
     fig.savefig(out / "eval.png", dpi=120)
+    if listen_rt:
+        print(f"listener (codec encode + model) per spoken command: {np.median(listen_rt):.3f} of its duration "
+              f"(median over {len(listen_rt)} commands)")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+
+
+def make_correct(listener, policy, seeds: list[int], heard: dict):
+    """`Policy.rollout`'s `correct`: at a frame drawn from the seed, retarget the env to another object and return
+    the corrected slots: parsed from the typed correction, or (with `listener`) heard from it spoken by a held-out
+    voice."""
+    from robot.experts import apply_correction
+    from robot.listener import speak_command
+    from robot.policy import corrected_slots
+    from speech.voices import user_voices
+
+    voices = user_voices("heldout")
+    slots = policy.tok.slots
+
+    def correct(i: int, frame: int, env, before: list[int]) -> list[int] | None:
+        rng = np.random.default_rng([seeds[i], 23])
+        if frame != int(rng.integers(CORRECT_FRAMES[0], CORRECT_FRAMES[1] + 1)):
+            return None
+        c = apply_correction(env, rng, "train")
+        want = corrected_slots(slots, before, c["text"])
+        if listener is None:
+            return want
+        voice = voices[int(rng.integers(len(voices)))]
+        ids = listener.listen([speak_command(c["text"], voice, sample_rate=listener.codec.sample_rate)],
+                              "correction")[0]
+        got = [n if n != ZERO_ID else b for n, b in zip(ids, before, strict=True)]
+        heard[i] = {"correction": c["text"], "voice": voice.name, "heard": slots.text(ids), "understood": got == want}
+        return got
+
+    return correct
+
+
+def make_hear(listener, policy, task: str, seeds: list[int], voice_split: str, heard: dict, rt: list):
+    """`Policy.rollout`'s `hear`: seed index i's command spoken by a voice of `voice_split` (drawn from the seed),
+    heard by the listener; records what was understood in `heard[i]` and the compute / duration in `rt`."""
+    import time
+
+    from robot.listener import Listener
+    from speech.voices import user_voices
+
+    voices = user_voices(voice_split)
+
+    def hear(i: int, text: str) -> list[int]:
+        from robot.listener import speak_command
+
+        voice = voices[int(np.random.default_rng([seeds[i], 17]).integers(len(voices)))]
+        audio = speak_command(text, voice, sample_rate=listener.codec.sample_rate)
+        t0 = time.perf_counter()
+        ids = listener.listen([audio], task)[0]
+        rt.append((time.perf_counter() - t0) / (len(audio) / listener.codec.sample_rate))
+        want = Listener.keep_task_slots(policy.tok.slots.ids(text), task, policy.tok.slots)
+        heard[i] = {"voice": voice.name, "heard": policy.tok.slots.text(ids), "understood": ids == want}
+        return ids
+
+    return hear
 
 
 if __name__ == "__main__":

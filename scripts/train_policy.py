@@ -1,7 +1,7 @@
 """usage: python scripts/train_policy.py --store data/robot/touch.zarr --out runs/policy_touch [--steps 3000]
                                       [--batch 16] [--lr 1e-3] [--minutes M] [--device cpu|cuda] [--resume]
                                       [--dropout 0.1] [--aug-shift 2] [--aug-brightness 0.1]
-                                      [--init CKPT] [--no-action-input] [--warmup 100] [--dagger-frac 0.5]
+                                      [--init CKPT [--transfer]] [--no-action-input] [--warmup 100] [--dagger-frac 0.5]
                                       [--first-weight 5 --first-frames 3]
 
 Trains the commanded policy (robot/policy.py) on a policy store (scripts/make_robot_data.py) with the engine's
@@ -21,6 +21,8 @@ are cut (exact: they carry no target and the model is causal).
 shortcut). `--init CKPT`: start from that checkpoint's weights (a fresh run: new optimizer and schedule; its policy
 files must match the store's tokenizers), e.g. to fine-tune on a DAgger-aggregated store (scripts/dagger_policy.py);
 `--dagger-frac F` then draws that share of every batch from the store's DAgger episodes, the rest from the demos.
+`--transfer` (with --init): the init is another task's policy (e.g. touch -> push): its weights start the run, this
+store's force/touch bins and normalisation are kept (the bins' embeddings adapt to their new edges).
 
 `--first-weight W --first-frames N`: the first N acting frames of every episode weigh W times the others in the
 loss (robot.policy.first_frames_loss: the first decision, which object to go to, is otherwise one frame in ~35);
@@ -52,6 +54,9 @@ def main() -> None:
     ap.add_argument("--aug-shift", type=int, default=0, help="max random shift of the camera image, pixels")
     ap.add_argument("--aug-brightness", type=float, default=0.0, help="max relative brightness jitter, e.g. 0.1")
     ap.add_argument("--init", default=None, help="checkpoint whose weights start this run (fine-tuning)")
+    ap.add_argument("--transfer", action="store_true",
+                    help="with --init: the init policy was trained on another task's store; start from its weights "
+                         "but keep this store's tokenizers and normalisation (same streams and sizes required)")
     ap.add_argument("--no-action-input", action="store_true",
                     help="the policy does not see its own past actions (zeroed, frozen action input embeddings)")
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warmup steps")
@@ -172,7 +177,9 @@ def run(args: argparse.Namespace) -> None:
     else:
         base_fn = binding.batch_fn(store, window=window, batch_size=args.batch, seed=args.seed, episodes=train_eps,
                                    from_episode_start=True)
-    if init is not None:  # keep the normalisation the init weights were trained with (a grown store shifts it)
+    if args.transfer and init is None:
+        raise ValueError("--transfer needs --init (the other task's checkpoint)")
+    if init is not None and not args.transfer:  # keep the init's normalisation (a grown store shifts it)
         files = next((d for d in (init, init.parent) if (d / NORM_FILE).is_file()), None)
         if files is None:
             raise FileNotFoundError(f"--init {init}: no {NORM_FILE} there or in its parent")
@@ -199,9 +206,19 @@ def run(args: argparse.Namespace) -> None:
         from multistream.checkpoint import load_weights
 
         files = next((d for d in (init, init.parent) if (d / TOKENIZERS_FILE).is_file()), None)
-        if files is None or PolicyTokenizers.from_json(json.loads((files / TOKENIZERS_FILE).read_text())).to_json() \
-                != tok.to_json():
-            raise ValueError(f"--init {init}: its policy tokenizers are missing or differ from those of {args.store}")
+        if files is None:
+            raise FileNotFoundError(f"--init {init}: no {TOKENIZERS_FILE} there or in its parent")
+        init_tok = PolicyTokenizers.from_json(json.loads((files / TOKENIZERS_FILE).read_text()))
+        if args.transfer:  # another task: same streams and sizes; the force/touch bin edges may differ
+            saved = json.loads((files / POLICY_FILE).read_text()) if (files / POLICY_FILE).is_file() else None
+            if not same_config(saved, cfg):
+                raise ValueError(f"--init {init} --transfer: its policy settings ({saved}) differ from this run's "
+                                 f"({dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command)")
+            if policy_streams(cfg, init_tok) != streams:
+                raise ValueError(f"--init {init} --transfer: its streams differ from those of {args.store}")
+        elif init_tok.to_json() != tok.to_json():
+            raise ValueError(f"--init {init}: its policy tokenizers differ from those of {args.store} (another "
+                             "task's policy? add --transfer)")
         load_weights(init, model)
     if args.no_action_input:
         drop_action_input(model)
@@ -217,6 +234,7 @@ def run(args: argparse.Namespace) -> None:
     trainer = Trainer(model, lm_cfg, tc, batch_fn, loss_fn, device=args.device,
                       run_info={"batch": args.batch, "store": str(Path(args.store).resolve()),
                                 **({"init": str(init)} if init else {}),
+                                **({"transfer": True} if args.transfer else {}),
                                 **({"action_input": False} if args.no_action_input else {}),
                                 **({"dagger_frac": args.dagger_frac} if args.dagger_frac else {}),
                                 **({"first_weight": args.first_weight, "first_frames": args.first_frames}

@@ -1,0 +1,158 @@
+"""The spoken-command listener: store builder (resume, skipped clips), streaming == full, causality, bad input,
+save/load, and a tiny listener that learns to hear colours through the committed codec."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import robot.listener as L
+from multistream.checkpoint import save_checkpoint
+from multistream.lm import RQTransformer
+from multistream.streams import ZERO_ID
+from robot.command import CommandSlots
+
+from ..speech.conftest import HAVE_TTS, make_codec
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs the Debian TTS packages (scripts/setup.sh installs them)")
+SMALL = L.ListenerConfig(d_model=32, num_layers=2, num_heads=4, context=100, depth_d_model=32, depth_layers=1)
+
+
+def tiny_listener(codec, cfg=SMALL, seed=0):
+    torch.manual_seed(seed)
+    slots = CommandSlots()
+    model = RQTransformer(L.listener_model_config(cfg, L.listener_streams(codec, slots)))
+    return L.Listener(model, cfg, codec, slots)
+
+
+@needs_tts
+def test_store_targets_resume_and_refusal(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    out = tmp_path / "lis.zarr"
+    s = L.build_listener_store(out, codec, 3, progress=False)
+    assert s.num_episodes == 3
+    s = L.build_listener_store(out, codec, 5, progress=False)  # resumed: two more, the first three kept
+    assert s.num_episodes == 5 and [m["item"] for m in s.episode_metas()] == [0, 1, 2, 3, 4]
+    slots = CommandSlots()
+    tail = L.ListenerConfig().tail
+    for i, m in enumerate(s.episode_metas()):
+        ep = s.episode(i, [L.AUDIO, L.SLOTS])
+        assert ep[L.AUDIO].shape[1] == codec.num_codebooks
+        assert (ep[L.SLOTS][:-tail] == ZERO_ID).all()
+        assert (ep[L.SLOTS][-tail:] == np.asarray(slots.ids(m["text"]))).all()
+        assert m["task"] in L.TASKS and m["voice"].startswith(("espeak", "festival", "flite"))
+    with pytest.raises(ValueError, match="other settings"):
+        L.build_listener_store(out, codec, 6, voice_split="heldout", progress=False)
+
+
+@needs_tts
+def test_an_unspeakable_clip_is_skipped_and_the_rest_kept(tmp_path, monkeypatch, capsys):
+    codec = make_codec(tmp_path / "codec")
+    real = L.speak_command
+    calls = []
+
+    def flaky(text, voice, *a, **k):
+        calls.append(text)
+        if len(calls) == 2:
+            raise RuntimeError("espeak-ng: cannot synthesize")
+        return real(text, voice, *a, **k)
+
+    monkeypatch.setattr(L, "speak_command", flaky)
+    s = L.build_listener_store(tmp_path / "lis.zarr", codec, 3, progress=False)
+    assert [m["item"] for m in s.episode_metas()] == [0, 2]
+    assert s.attrs["skipped"] == [1]
+    assert "item 1: skipped (espeak-ng: cannot synthesize)" in capsys.readouterr().out
+    s = L.build_listener_store(tmp_path / "lis.zarr", codec, 3, progress=False)  # a rerun does not retry forever
+    assert s.num_episodes == 2
+
+
+def test_streaming_equals_full_forward_and_causality(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    lis = tiny_listener(codec)
+    rng = np.random.default_rng(0)
+    for task in L.TASKS:
+        audio = (0.1 * rng.standard_normal(int(1.3 * codec.sample_rate))).astype(np.float32)
+        assert lis.listen([audio], task)[0] == lis.listen_streaming(audio, task)
+    # causality: the slot logits of frame t do not depend on audio after t
+    codes = lis.codes((0.1 * rng.standard_normal(codec.sample_rate)).astype(np.float32))[None]  # [1, K, T]
+    t = codes.shape[2]
+    zero = torch.full((1, 4, t), ZERO_ID, dtype=torch.long)
+    a = lis.model({L.AUDIO: codes, L.SLOTS: zero}).logits[L.SLOTS]
+    changed = codes.clone()
+    changed[:, :, t // 2 + 1:] = torch.randint(0, codec.cardinality, changed[:, :, t // 2 + 1:].shape)
+    b = lis.model({L.AUDIO: changed, L.SLOTS: zero}).logits[L.SLOTS]
+    torch.testing.assert_close(a[:, :, : t // 2 + 1], b[:, :, : t // 2 + 1])
+    assert not torch.allclose(a[:, :, t // 2 + 1:], b[:, :, t // 2 + 1:])
+
+
+def test_bad_input_is_refused_clearly(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    lis = tiny_listener(codec)
+    with pytest.raises(ValueError, match="mono audio"):
+        L.command_audio(np.zeros((2, 100), np.float32), codec.frame_size, 3)
+    with pytest.raises(ValueError, match="mono audio"):
+        L.command_audio(np.zeros(0, np.float32), codec.frame_size, 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        L.command_audio(np.full(100, np.nan, np.float32), codec.frame_size, 3)
+    with pytest.raises(ValueError, match="codes must be"):
+        lis.listen_codes(torch.zeros(3, 5, dtype=torch.long), "touch")
+    with pytest.raises(ValueError, match="unknown task"):
+        lis.listen([np.zeros(100, np.float32)], "juggle")
+    with pytest.raises(FileNotFoundError, match="not a listener run"):
+        L.Listener.load(tmp_path / "nowhere", codec=codec)
+    with pytest.raises(ValueError, match="tail"):
+        L.ListenerConfig(tail=0)
+    # ids outside a slot's values (the codebooks share the colours' vocabulary) are no command, not a crash
+    slots = CommandSlots()
+    assert L.Listener.keep_task_slots([0, 5, 1, 1], "push", slots) == [0, ZERO_ID, 1, ZERO_ID]
+
+
+def test_save_load_round_trip_and_other_codec_refused(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    lis = tiny_listener(codec)
+    run = tmp_path / "run"
+    L.save_listener_files(run, lis.cfg, codec, lis.slots, str(tmp_path / "codec"))
+    save_checkpoint(run / "checkpoint", lis.model, lis.model.cfg)
+    again = L.Listener.load(run / "checkpoint")  # the codec comes from the path in listener.json
+    audio = np.sin(np.arange(codec.sample_rate) / 7.0).astype(np.float32) * 0.2
+    assert again.listen([audio], "pick_place") == lis.listen([audio], "pick_place")
+    other = make_codec(tmp_path / "codec2", seed=1)
+    with pytest.raises(ValueError, match="trained on codes of"):
+        L.Listener.load(run / "checkpoint", codec=other)
+
+
+@needs_tts
+def test_a_tiny_listener_learns_to_hear_colours_through_the_committed_codec():
+    """Three colours spoken by four training voices, through checkpoints/codec_spectral: after a few hundred steps
+    the listener names the colour (and the shape) of every training utterance."""
+    from multistream.loss import lm_loss
+    from speech.streams import CodecFrames
+    from speech.voices import user_voices
+
+    codec = CodecFrames.load(ROOT / "checkpoints" / "codec_spectral")
+    lis = tiny_listener(codec)
+    slots = lis.slots
+    voices = user_voices("train")[:4]
+    items = [(f"touch the {c} cube", v) for c in ("red", "blue", "green") for v in voices]
+    rows = [L.encode_command(codec, slots, L.speak_command(t, v), t, SMALL.tail, lead=800 * j)
+            for j, (t, v) in enumerate(items)]
+    t_max = max(r[L.AUDIO].shape[0] for r in rows)
+
+    def pad(x):
+        return np.concatenate([x, np.full((t_max - len(x), x.shape[1]), ZERO_ID, x.dtype)])
+
+    batch = {k: torch.from_numpy(np.stack([pad(r[k]) for r in rows])).long().transpose(1, 2)
+             for k in (L.AUDIO, L.SLOTS)}
+    opt = torch.optim.Adam(lis.model.parameters(), lr=2e-3)
+    lis.model.train()
+    for _ in range(150):
+        loss = lm_loss(lis.model(batch), lis.streams).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lis.model.eval()
+    got = [lis.listen_codes(torch.from_numpy(r[L.AUDIO]).long().T, "touch") for r in rows]
+    want = [slots.ids(t)[:2] + [ZERO_ID, ZERO_ID] for t, _ in items]
+    assert sum(g == w for g, w in zip(got, want, strict=True)) >= 11, (got, want)
