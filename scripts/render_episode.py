@@ -8,6 +8,13 @@ usage: python scripts/render_episode.py --task pick_place --seed 3 --out runs/re
        python scripts/render_episode.py --store data/demos/push.zarr --episode 0 --out runs/render/push_ep0
            [--noise-std 0.1] [--fps 12.5] [--view-size 240 320]
 writes OUT.gif and OUT_traces.png
+
+       python scripts/render_episode.py --policy checkpoints/policy_push --task push --seed 1000
+           --listener checkpoints/listener --out runs/render/push_1000 [--voice NAME] [--correct-frame 3]
+writes OUT.mp4: a voice-commanded episode of a trained policy (robot/episode_video.py): the command spoken by a
+held-out voice (or --voice), heard by the listener (without --listener: typed, and --codec for the reply), the
+robot acting, the agent's spoken reply through the codec as the audio track, camera, overview, force and action
+traces; --correct-frame K adds a spoken correction ("no, the blue cube") before the action of frame K.
 """
 
 import argparse
@@ -38,7 +45,30 @@ p.add_argument("--perturb-prob", type=probability, default=0.0)
 p.add_argument("--out", required=True, help="output path prefix")
 p.add_argument("--fps", type=positive_float, default=12.5)
 p.add_argument("--view-size", type=positive_int, nargs=2, default=[240, 320])
+p.add_argument("--policy", help="a trained policy checkpoint: render its voice-commanded episode as OUT.mp4")
+p.add_argument("--listener", help="with --policy: the listener checkpoint that hears the spoken command")
+p.add_argument("--codec", default="checkpoints/codec_spectral", help="with --policy and no --listener: reply codec")
+p.add_argument("--voice", help="with --policy: the user voice (default: a held-out voice)")
+p.add_argument("--correct-frame", type=positive_int, help="with --policy: a spoken correction before this frame")
 args = p.parse_args()
+if args.policy:
+    if args.task is None or args.store is not None:
+        p.error("--policy needs --task (and --seed), not --store")
+    import sys
+
+    from robot.episode_video import render_policy_episode
+    from robot.listener import Listener
+    from robot.policy import Policy
+
+    try:
+        pol = Policy.load(args.policy)
+        lis = Listener.load(args.listener) if args.listener else None
+        summary = render_policy_episode(pol, args.task, args.seed, args.out, lis, args.voice, args.correct_frame,
+                                        tuple(args.view_size), codec_path=None if lis else args.codec)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"render_episode.py: error: {e}")
+    print(json.dumps(summary))
+    raise SystemExit(0)
 if (args.task is None) == (args.store is None):
     p.error("give exactly one of --task or --store")
 
