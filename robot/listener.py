@@ -6,9 +6,10 @@ A small RQ-Transformer on the same engine as the chat model and the policy, with
     command.slots   predicted   4 codebooks (colour, shape, side, target; `robot.command.CommandSlots`)
 
 It hears the instruction one 80 ms frame at a time (causal, `same_frame`: the slots of frame t are read from the
-audio up to frame t). The slots are a training target only on the `tail` frames after the utterance ends (ZERO_ID,
-no target, everywhere else; a slot the instruction does not fill stays ZERO_ID too), so the listener commits once
-the speaker is done; at inference the slots are read greedily on the last tail frame, and only the slots the task
+audio up to frame t). The store holds the slots on the `tail` silent frames after the utterance (ZERO_ID, no
+target, everywhere else; a slot the instruction does not fill stays ZERO_ID too); training keeps the last of them
+only (`last_target_only`), so the listener commits once the speaker is done; at inference the slots are read
+greedily on the last tail frame, and only the slots the task
 uses are kept (`TASK_SLOTS`: touch names an object; push adds a side; pick_place a target). The policy then runs with
 these slots exactly as with a typed command (`Policy.rollout(..., slots=...)`): the spoken command enters as audio,
 and no text recognizer sits in between.
@@ -88,6 +89,20 @@ def listener_binding(streams: StreamSet, codec, slots: CommandSlots) -> StoreBin
     """Store rows (codes of both streams) -> batches; a store tokenized by another codec is refused."""
     return StoreBinding(streams, codec.frame_rate, [StreamBinding(streams[AUDIO], tokenizer=codec),
                                                      StreamBinding(streams[SLOTS], tokenizer=slots)])
+
+
+def last_target_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the slot targets of each row's last target frame only (the others become ZERO_ID). Why: the slots of frame
+    t are an input of frame t + 1 (the engine feeds predicted tokens back), so with targets on every tail frame the
+    later ones could copy the earlier answer in training while at inference every earlier frame holds ZERO_ID; with
+    one target frame the inputs are ZERO_ID in training and inference alike, and the listener has heard the whole
+    tail of silence when it answers."""
+    s = batch[SLOTS]  # [B, K, T]
+    has = (s != ZERO_ID).any(dim=1)  # [B, T]
+    t = s.shape[2]
+    last = torch.where(has, torch.arange(t), -1).max(dim=1).values  # [B]
+    keep = torch.arange(t)[None, :] == last[:, None]  # [B, T]
+    return {**batch, SLOTS: s.masked_fill(~keep[:, None, :], ZERO_ID)}
 
 
 def random_command(task: str, rng: np.random.Generator, split: str = "train") -> str:
@@ -226,8 +241,14 @@ class Listener:
             raise FileNotFoundError(f"no {LISTENER_FILE} in {' or '.join(map(str, where))}: not a listener run "
                                     "(scripts/train_listener.py)")
         info = json.loads((base / LISTENER_FILE).read_text())
-        if codec is None:
-            codec = CodecFrames.load(info["codec_path"])
+        if codec is None:  # a relative path is tried from here, then from the repository root
+            cp = Path(info["codec_path"])
+            root = Path(__file__).resolve().parents[1]
+            if not cp.is_absolute() and not (cp / "model.safetensors").is_file() and (root / cp).is_dir():
+                cp = root / cp
+            if not (cp / "model.safetensors").is_file():
+                raise FileNotFoundError(f"listener {ckpt}: its codec {info['codec_path']} is missing; pass codec=")
+            codec = CodecFrames.load(cp)
         if tokenizer_record(codec) != info["codec"]:
             raise ValueError(f"listener {ckpt} was trained on codes of {info['codec']}, not {tokenizer_record(codec)}")
         slots = CommandSlots(info["slots"])

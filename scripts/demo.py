@@ -1,5 +1,5 @@
-"""usage: python scripts/demo.py [--out runs/demo] [--chat checkpoints/chat] [--policy checkpoints/policy_touch]
-                           [--questions 4] [--episodes 6] [--task touch] [--threads 1]
+"""usage: python scripts/demo.py [--out runs/demo] [--chat checkpoints/chat] [--questions 4] [--episodes 4]
+                           [--tasks touch push pick_place] [--listener checkpoints/listener] [--threads 1]
 
 The project's two jobs on its committed checkpoints, in about two minutes on two CPU cores:
 
@@ -8,9 +8,12 @@ The project's two jobs on its committed checkpoints, in about two minutes on two
      the question, the agent's inner monologue, what an independent recognizer (pocketsphinx) hears in the
      agent's audio, and the latency from the end of the question to the agent's first audible frame.
      OUT/chat_<k>.wav (stereo: user | agent) and OUT/chat_<k>.png.
-  2. robot: the commanded policy runs episodes on held-out seeds in MuJoCo, closed loop at 12.5 Hz, with the
-     env's typed command (training phrasings; eval_policy.py measures held-out ones); success and length per
-     episode, and OUT/robot_<task>_<seed>.gif of each episode.
+  2. robot: per task, the committed policy (checkpoints/policy_<task>) runs episodes on held-out seeds in MuJoCo,
+     closed loop at 12.5 Hz, with the env's typed command (training phrasings; eval_policy.py measures held-out
+     ones): success and length per episode. Then one voice-commanded episode per task: the command spoken by a
+     held-out voice, heard through the codec by the listener (checkpoints/listener), the policy acting on what it
+     heard, the agent's spoken confirmation; OUT/robot_<task>_<seed>.mp4 (render_episode.py --policy); for touch
+     also one with a spoken correction ("no, the blue cube") at frame 3.
 
 Numbers printed here are a few samples; the measured figures are in checkpoints/*/README.md
 (scripts/eval_chat.py, scripts/eval_policy.py). The toy engine demo is scripts/demo_toy.py.
@@ -30,10 +33,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/demo")
     ap.add_argument("--chat", default=str(ROOT / "checkpoints" / "chat"), help="chat checkpoint")
-    ap.add_argument("--policy", default=str(ROOT / "checkpoints" / "policy_touch"), help="policy checkpoint")
     ap.add_argument("--questions", type=int, default=4)
-    ap.add_argument("--episodes", type=int, default=6)
-    ap.add_argument("--task", default="touch", help="the policy's task (touch, push, pick_place)")
+    ap.add_argument("--episodes", type=int, default=4, help="typed-command episodes per task (0: no robot part)")
+    ap.add_argument("--tasks", nargs="+", default=["touch", "push", "pick_place"],
+                    help="tasks whose committed policy (checkpoints/policy_<task>) runs")
+    ap.add_argument("--listener", default=str(ROOT / "checkpoints" / "listener"),
+                    help="listener checkpoint for the voice-commanded episodes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (0: torch's default); one is fastest for these small models")
@@ -51,7 +56,8 @@ def main() -> None:
         if args.questions:
             chat_demo(Path(args.chat), out, args.questions, args.seed)
         if args.episodes:
-            robot_demo(Path(args.policy), out, args.episodes, args.task)
+            for task in args.tasks:
+                robot_demo(ROOT / "checkpoints" / f"policy_{task}", out, args.episodes, task, Path(args.listener))
         print(f"\ndemo done in {time.time() - t0:.0f} s; files in {out}/")
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"demo.py: error: {e}")
@@ -121,43 +127,39 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
           f"{np.median(c):.2f} x the 80 ms frame")
 
 
-def robot_demo(ckpt: Path, out: Path, n: int, task: str) -> None:
-    import gymnasium as gym
-
-    import envs
-    from envs.base import EnvConfig
+def robot_demo(ckpt: Path, out: Path, n: int, task: str, listener_ckpt: Path) -> None:
+    from robot.episode_video import render_policy_episode
+    from robot.listener import Listener
     from robot.policy import Policy
 
     ckpt = ckpt / "checkpoint" if (ckpt / "checkpoint").is_dir() else ckpt
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"no policy checkpoint at {ckpt} (train one: docs/robot.md)")
-    print(f"\n== robot: {ckpt}")
+    print(f"\n== robot, {task}: {ckpt}")
     policy = Policy.load(ckpt)
     seeds = [1000 + i for i in range(n)]
     results = policy.rollout(task, seeds, split="train", batch_size=n)  # held-out phrasings: eval_policy.py
     for r in results:
-        print(f"  seed {r['seed']}: {r['command']!r:45s} -> {'success' if r['success'] else 'failure'} "
+        print(f"  typed, seed {r['seed']}: {r['command']!r:50s} -> {'success' if r['success'] else 'failure'} "
               f"after {r['length']} frames ({r['length'] * 0.08:.1f} s)")
-        # the envs are deterministic: replaying the seed and the actions shows the episode the policy ran
-        env = gym.make(envs.TASK_IDS[task], config=EnvConfig(instruction_split="train"), render_mode="rgb_array")
-        env.reset(seed=r["seed"])
-        frames = [env.render()]
-        for a in r["actions"]:
-            env.step(a)
-            frames.append(env.render())
-        env.close()
-        save_gif(frames, out / f"robot_{task}_{r['seed']}.gif")
     ok = sum(r["success"] for r in results)
     t = policy.last_timing
     print(f"  {ok}/{len(results)} succeeded; a batched frame of {t['batch']} envs costs "
           f"{1000 * t['median_frame_s']:.1f} ms = {t['median_frame_s'] / 0.08:.0%} of the 80 ms frame")
-
-
-def save_gif(frames: list, path: Path) -> None:
-    from PIL import Image
-
-    imgs = [Image.fromarray(np.asarray(f)) for f in frames[::2]]
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=160, loop=0)
+    if policy.cfg.command != "slots":
+        return
+    listener = Listener.load(listener_ckpt)
+    seed = 1000 + n  # a held-out seed the typed episodes did not use
+    s = render_policy_episode(policy, task, seed, out / f"robot_{task}_{seed}", listener)
+    print(f"  spoken, seed {seed} ({s['voice']}): {s['command']!r} -> heard {s['heard']}; agent: {s['reply']!r}; "
+          f"{'success' if s['success'] else 'failure'} after {s['frames']} frames -> {s['path']}")
+    if task == "touch":  # and a spoken correction halfway to the first object
+        seed += 1
+        s = render_policy_episode(policy, task, seed, out / f"robot_{task}_{seed}_corrected", listener,
+                                  correct_frame=3)
+        print(f"  spoken with a correction at frame 3, seed {seed}: {s['command']!r}, then {s['correction']!r} -> "
+              f"{'success' if s['success'] else 'failure'} (the new object) after {s['frames']} frames -> "
+              f"{s['path']}")
 
 
 if __name__ == "__main__":

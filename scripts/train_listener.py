@@ -3,6 +3,7 @@
 usage: python scripts/train_listener.py --store data/robot/listener.zarr --codec checkpoints/codec_spectral
            --out runs/listener [--steps 3000] [--batch 32] [--lr 1e-3] [--dropout 0.1] [--minutes M]
            [--threads 1] [--device cpu|cuda] [--bf16] [--resume] [--eval-store data/robot/listener_heldout.zarr]
+           [--d-model 128 --layers 4 --depth-d-model 64 --depth-layers 1]
 
 On the engine's Trainer (cosine schedule, checkpoints in OUT/checkpoint, exact resume with --resume, metrics.jsonl
 and loss.png). The last 5% of the store's items are held out; at the end the command accuracy (every slot the
@@ -11,6 +12,7 @@ and written to OUT/listener_eval.json.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,6 +33,10 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-store", action="append", default=[], help="another store to report accuracy on")
+    ap.add_argument("--d-model", type=int, default=None, help="temporal width (default: the store's listener config)")
+    ap.add_argument("--layers", type=int, default=None, help="temporal layers")
+    ap.add_argument("--depth-d-model", type=int, default=None, help="depth transformer width")
+    ap.add_argument("--depth-layers", type=int, default=None, help="depth transformer layers")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true")
@@ -89,8 +95,10 @@ def run(args: argparse.Namespace) -> None:
     from robot.augment import trim_padding
     from robot.command import CommandSlots
     from robot.listener import (
+        LISTENER_FILE,
         Listener,
         ListenerConfig,
+        last_target_only,
         listener_binding,
         listener_model_config,
         listener_streams,
@@ -111,6 +119,14 @@ def run(args: argparse.Namespace) -> None:
     codec = CodecFrames.load(args.codec)
     slots = CommandSlots(store.attrs["slots"])
     cfg = ListenerConfig(**store.attrs["listener_config"])
+    sizes = {"d_model": args.d_model, "num_layers": args.layers, "depth_d_model": args.depth_d_model,
+             "depth_layers": args.depth_layers}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in sizes.items() if v is not None})
+    if args.resume and (out / LISTENER_FILE).is_file():
+        saved = json.loads((out / LISTENER_FILE).read_text())["config"]
+        if saved != dataclasses.asdict(cfg):
+            raise ValueError(f"--resume: the run in {out} has listener config {saved}, now {dataclasses.asdict(cfg)}; "
+                             "pass the same sizes")
     streams = listener_streams(codec, slots)
     binding = listener_binding(streams, codec, slots)
     binding.attach(store)  # refuses a store made by another codec
@@ -127,7 +143,7 @@ def run(args: argparse.Namespace) -> None:
                                from_episode_start=True)
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        return trim_padding(base_fn(step, micro, rank, world), streams)
+        return last_target_only(trim_padding(base_fn(step, micro, rank, world), streams))
 
     save_listener_files(out, cfg, codec, slots, args.codec)
     lm_cfg = listener_model_config(cfg, streams, dropout=args.dropout)
