@@ -87,6 +87,15 @@ def test_streaming_equals_full_forward_and_causality(tmp_path):
     assert not torch.allclose(a[:, :, t // 2 + 1:], b[:, :, t // 2 + 1:])
 
 
+def test_only_the_last_target_frame_trains():
+    s = torch.full((2, 4, 6), ZERO_ID)
+    s[0, :2, 2:5] = 3  # targets on frames 2-4 of row 0, then padding
+    s[1, :, 3:] = 1  # frames 3-5 of row 1
+    out = L.last_target_only({L.AUDIO: torch.zeros(2, 3, 6), L.SLOTS: s})[L.SLOTS]
+    assert (out[0, :2, 4] == 3).all() and (out[0, :, :4] == ZERO_ID).all() and (out[0, 2:] == ZERO_ID).all()
+    assert (out[1, :, 5] == 1).all() and (out[1, :, :5] == ZERO_ID).all()
+
+
 def test_bad_input_is_refused_clearly(tmp_path):
     codec = make_codec(tmp_path / "codec")
     lis = tiny_listener(codec)
@@ -143,8 +152,8 @@ def test_a_tiny_listener_learns_to_hear_colours_through_the_committed_codec():
     def pad(x):
         return np.concatenate([x, np.full((t_max - len(x), x.shape[1]), ZERO_ID, x.dtype)])
 
-    batch = {k: torch.from_numpy(np.stack([pad(r[k]) for r in rows])).long().transpose(1, 2)
-             for k in (L.AUDIO, L.SLOTS)}
+    batch = L.last_target_only({k: torch.from_numpy(np.stack([pad(r[k]) for r in rows])).long().transpose(1, 2)
+                                for k in (L.AUDIO, L.SLOTS)})
     opt = torch.optim.Adam(lis.model.parameters(), lr=2e-3)
     lis.model.train()
     for _ in range(150):
