@@ -35,8 +35,9 @@ def main() -> None:
     ap.add_argument("--chat", default=str(ROOT / "checkpoints" / "chat"), help="chat checkpoint")
     ap.add_argument("--questions", type=int, default=4)
     ap.add_argument("--episodes", type=int, default=4, help="typed-command episodes per task (0: no robot part)")
-    ap.add_argument("--tasks", nargs="+", default=["touch", "push", "pick_place"],
-                    help="tasks whose committed policy (checkpoints/policy_<task>) runs")
+    ap.add_argument("--tasks", nargs="+", default=None, choices=["touch", "push", "pick_place"],
+                    help="tasks whose committed policy (checkpoints/policy_<task>) runs (default: every task that "
+                         "has one)")
     ap.add_argument("--listener", default=str(ROOT / "checkpoints" / "listener"),
                     help="listener checkpoint for the voice-commanded episodes")
     ap.add_argument("--seed", type=int, default=0)
@@ -56,7 +57,13 @@ def main() -> None:
         if args.questions:
             chat_demo(Path(args.chat), out, args.questions, args.seed)
         if args.episodes:
-            for task in args.tasks:
+            tasks = args.tasks
+            if tasks is None:
+                tasks = [t for t in ("touch", "push", "pick_place") if (ROOT / "checkpoints" / f"policy_{t}").is_dir()]
+                missing = [t for t in ("touch", "push", "pick_place") if t not in tasks]
+                if missing:
+                    print(f"\n(no committed policy for {', '.join(missing)} yet: docs/robot.md)")
+            for task in tasks:
                 robot_demo(ROOT / "checkpoints" / f"policy_{task}", out, args.episodes, task, Path(args.listener))
         print(f"\ndemo done in {time.time() - t0:.0f} s; files in {out}/")
     except (ValueError, FileNotFoundError) as e:
