@@ -18,6 +18,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from envs.instructions import SHAPE_WORDS, SIDE_WORDS, TARGET_PREPOSITION, TARGET_WORDS, TEMPLATES
+from envs.scene import PALETTE
+
 SPLITS = ("train", "valid", "test")
 AGENT, USER = "agent", "user"
 
@@ -113,10 +116,8 @@ UNITS = [("meter", "centimeters", 100), ("kilometer", "meters", 1000), ("hour", 
 SPELL_WORDS = ("cat dog sun tree book apple house water green robot cube ball table chair music happy river "
                "orange window garden yellow pencil school friend bread light stone cloud paper milk flower "
                "summer winter purple rabbit planet tiger lemon candle bottle rocket").split()
-ROBOT_COLORS = ["red", "green", "blue", "yellow", "white", "black", "purple", "orange"]
-ROBOT_OBJECTS = ["cube", "ball", "block", "cylinder", "box", "cup", "ring", "bowl"]
-ROBOT_DIRECTIONS = ["to the left", "to the right", "forward", "back", "a little to the left",
-                    "a little to the right", "toward me", "away from me"]
+ROBOT_COLORS = list(PALETTE)  # the robot scenes' colours and objects: one vocabulary with envs.instructions
+ROBOT_OBJECTS = list(SHAPE_WORDS)
 
 # --------------------------------------------------------------------------------------------------- splits
 _SPLIT_INDEX = {s: i for i, s in enumerate(SPLITS)}
@@ -317,24 +318,25 @@ def _yesno(p: _Picker, rng: random.Random) -> tuple[str, str]:
 
 
 def _robot(p: _Picker, rng: random.Random) -> tuple[str, str]:
+    """A robot command in the envs' own vocabulary and phrasings (`envs.instructions`: the scene's colours, shapes,
+    sides and targets), so what the chat model hears is what the robot tasks say; held-out templates of the envs
+    are held out here too. The answer confirms it the way the robot's reply does (`robot.episode_video`)."""
     obj = p.entity([f"{c} {o}" for c in ROBOT_COLORS for o in ROBOT_OBJECTS])
-    kind = rng.randrange(3)
-    if kind == 0:
-        d = rng.choice(ROBOT_DIRECTIONS)
-        q = p.template(["Push the {o} {d}.", "Can you push the {o} {d}?", "Please move the {o} {d}.",
-                        "Slide the {o} {d}.", "I'd like you to push the {o} {d}.", "Nudge the {o} {d}, please."])
-        ans = rng.choice(["Okay, pushing the {o} {d}.", "Sure, I'm moving the {o} {d}.", "On it."])
-        return q.format(o=obj, d=d), ans.format(o=obj, d=d)
-    if kind == 1:
-        q = p.template(["Pick up the {o}.", "Can you grab the {o}?", "Please lift the {o}.",
-                        "Could you pick the {o} up?", "Grab the {o} for me."])
-        ans = rng.choice(["Okay, picking up the {o}.", "Sure, I'll grab the {o}.", "Got it, lifting the {o}."])
-        return q.format(o=obj), ans.format(o=obj)
-    other = rng.choice([f"{c} {o}" for c in ROBOT_COLORS for o in ROBOT_OBJECTS if f"{c} {o}" != obj])
-    q = p.template(["Put the {o} on the {t}.", "Place the {o} on top of the {t}.", "Stack the {o} on the {t}.",
-                    "Can you put the {o} next to the {t}?", "Move the {o} onto the {t}."])
-    ans = rng.choice(["Okay, putting the {o} on the {t}.", "Sure. The {o} goes on the {t}.", "Alright, doing that."])
-    return q.format(o=obj, t=other), ans.format(o=obj, t=other)
+    color, shape = obj.split(" ")
+    task = rng.choice(["touch", "push", "pick_place"])
+    split = "heldout" if p.hold in ("template", "both") else "train"
+    template = rng.choice(TEMPLATES[task][split])
+    words = {"obj": f"{color} {rng.choice(SHAPE_WORDS[shape])}"}
+    ans = f"Okay, the {color} {shape}"
+    if task == "push":
+        side = rng.choice(sorted(SIDE_WORDS))
+        words["side"] = rng.choice(SIDE_WORDS[side])
+        ans += f" to the {side}"
+    elif task == "pick_place":
+        target = rng.choice(sorted(TARGET_WORDS))
+        words["prep"], words["target"] = TARGET_PREPOSITION[target], rng.choice(TARGET_WORDS[target])
+        ans += f" {TARGET_PREPOSITION[target]} the {target}"
+    return _cap(template.format(**words)) + rng.choice([".", ", please."]), ans + "."
 
 
 _QA = {"arithmetic": _arithmetic, "counting": _counting, "fact": _fact, "spelling": _spelling, "yesno": _yesno,
