@@ -262,6 +262,20 @@ def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | 
     return missing
 
 
+def load_lm(path: str | os.PathLike, streams: Any = None, files: str | os.PathLike = "",
+            map_location: str | torch.device = "cpu") -> nn.Module:
+    """The `RQTransformer` saved at `path` (config.json + weights). `streams`: the StreamSet its application expects
+    (from its tokenizer files, found in `files`); a checkpoint with other streams is refused."""
+    from multistream.lm import LMConfig, RQTransformer
+
+    cfg = config_from_dict(LMConfig, read_config(path))
+    if streams is not None and cfg.streams != streams:
+        raise ValueError(f"checkpoint {path} streams differ from the files in {files or path}")
+    model = RQTransformer(cfg)
+    load_weights(path, model, map_location=map_location)
+    return model
+
+
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any] | None:
     """The `extra` saved with a checkpoint, or None if it has none. Never unpickles anything."""
     path = Path(path)

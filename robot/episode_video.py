@@ -172,6 +172,7 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
     from envs.base import EnvConfig
     from robot.experts import apply_correction
     from robot.listener import Listener, speak_command
+    from robot.policy import merge_slots
     from speech.streams import CodecFrames
     from speech.voices import AGENT_VOICE, get_voice, user_voices
 
@@ -181,7 +182,8 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
     if codec is None:
         raise ValueError("give a listener or a codec (the agent's reply goes through the codec)")
     sr = codec.sample_rate
-    v = get_voice(voice) if voice else user_voices("heldout")[seed % len(user_voices("heldout"))]
+    held_out = user_voices("heldout")
+    v = get_voice(voice) if voice else held_out[seed % len(held_out)]
     env = gym.make(envs.TASK_IDS[task], config=EnvConfig(instruction_split="train"))
     _, info = env.reset(seed=seed)
     env.close()
@@ -198,7 +200,7 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
         c = apply_correction(env, np.random.default_rng([seed, 23]), "train")
         audio = speak_command(c["text"], v, sample_rate=sr)
         ids = listener.listen([audio], "correction")[0] if listener is not None else slots.ids(c["text"])
-        new = [n if n >= 0 else b for n, b in zip(ids, before, strict=True)]  # the slots it names replace the old
+        new = merge_slots(ids, before)
         correction.update(c, audio=audio, heard=slots.text(ids), shape=c["target"].split(" ")[1])
         return new
 

@@ -15,9 +15,9 @@ these slots exactly as with a typed command (`Policy.rollout(..., slots=...)`): 
 and no text recognizer sits in between.
 
 Training data (`build_listener_store`): random commands of all three tasks and mid-episode corrections
-(`envs.instructions`, training phrasings by default) spoken by the training user voices (`speech.voices`), with a random lead silence and the user-channel
-degradations of the dialogue data (`speech.augment`: room, telephone, band limit, noise, gain); held-out voices are
-for evaluation only.
+(`envs.instructions`, training phrasings by default) spoken by the training user voices (`speech.voices`), with a
+random lead silence and the user-channel degradations of the dialogue data (`speech.augment`: room, telephone, band
+limit, noise, gain); held-out voices are for evaluation only.
 
 Dimension legend: B batch, T frames, K codebooks, N samples.
 """
@@ -35,7 +35,7 @@ import torch
 from envs.instructions import SIDE_WORDS, TARGET_WORDS, make_correction, make_instruction
 from envs.scene import OBJECT_NAMES, PALETTE
 from multistream.atomic import atomic_write_text
-from multistream.checkpoint import config_from_dict, load_weights, read_config
+from multistream.checkpoint import load_lm
 from multistream.data import TOKENIZED_ATTR, StoreBinding, StreamBinding, spec_from_tokenizer, tokenizer_record
 from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, RQTransformer
@@ -191,8 +191,8 @@ def build_listener_store(out: str | Path, codec, items: int, voice_split: str = 
     todo = [i for i in range(items) if i not in done and i not in skipped]
     bar = tqdm(todo, desc="listener data", disable=not progress)
     for i in bar:
-        rng = np.random.default_rng([seed, 1 + TASKS.index(TASKS[i % len(TASKS)]), i])
-        task = TASKS[i % len(TASKS)]
+        k = i % len(TASKS)
+        task, rng = TASKS[k], np.random.default_rng([seed, 1 + k, i])
         text = random_command(task, rng, phrasing)
         voice = voices[int(rng.integers(len(voices)))]
         try:
@@ -254,15 +254,7 @@ class Listener:
         slots = CommandSlots(info["slots"])
         cfg = ListenerConfig(**info["config"])
         streams = listener_streams(codec, slots)
-        lm_cfg = config_from_dict(LMConfig, read_config(ckpt))
-        if lm_cfg.streams != streams:
-            raise ValueError(f"checkpoint {ckpt} streams differ from the listener files in {base}")
-        model = RQTransformer(lm_cfg)
-        load_weights(ckpt, model)
-        return cls(model, cfg, codec, slots)
-
-    def save_files(self, out: str | Path, codec_path: str) -> None:
-        save_listener_files(out, self.cfg, self.codec, self.slots, codec_path)
+        return cls(load_lm(ckpt, streams, base), cfg, codec, slots)
 
     @staticmethod
     def keep_task_slots(ids: list[int], task: str, slots: CommandSlots) -> list[int]:

@@ -46,7 +46,7 @@ import envs
 from envs import features as F
 from envs.base import EnvConfig
 from multistream.atomic import atomic_write_text
-from multistream.checkpoint import config_from_dict, load_weights, read_config
+from multistream.checkpoint import load_lm
 from multistream.data import TOKENIZED_ATTR, StoreBinding, StreamBinding, spec_from_tokenizer, tokenizer_record
 from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, LMOutput, RQTransformer
@@ -314,11 +314,15 @@ def slots_episode(demo: dict[str, np.ndarray], slots: list[int], tok: PolicyToke
     return out
 
 
-def corrected_slots(slots: CommandSlots, before: list[int], text: str) -> list[int]:
-    """The slots after a correction: the slots it names ("no, the blue cube": colour and shape) replace the
-    command's, the others (push's side, pick_place's target) stay."""
-    new = slots.ids(text)
+def merge_slots(new: list[int], before: list[int]) -> list[int]:
+    """The slots after a correction: the slots it names (`new`, e.g. colour and shape) replace the command's
+    (`before`), the others (push's side, pick_place's target: ZERO_ID in `new`) stay."""
     return [n if n != ZERO_ID else b for n, b in zip(new, before, strict=True)]
+
+
+def corrected_slots(slots: CommandSlots, before: list[int], text: str) -> list[int]:
+    """The slots after the typed correction `text` ("no, the blue cube")."""
+    return merge_slots(slots.ids(text), before)
 
 
 def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizers, cfg: PolicyConfig,
@@ -414,11 +418,7 @@ class Policy:
         cfg = PolicyConfig(**json.loads((base / POLICY_FILE).read_text()))
         tok = PolicyTokenizers.from_json(json.loads((base / TOKENIZERS_FILE).read_text()))
         streams = policy_streams(cfg, tok)
-        lm_cfg = config_from_dict(LMConfig, read_config(ckpt))
-        if lm_cfg.streams != streams:
-            raise ValueError(f"checkpoint {ckpt} streams differ from the policy files in {base}")
-        model = RQTransformer(lm_cfg)
-        load_weights(ckpt, model)
+        model = load_lm(ckpt, streams, base)
         norm = json.loads((base / NORM_FILE).read_text())
         binding = policy_binding(streams, tok, cfg.camera_norm).load_norm_state(norm)
         return cls(model, cfg, tok, binding)

@@ -29,8 +29,6 @@ import numpy as np
 
 from robot import EVAL_SEEDS
 
-ZERO_ID = -1  # multistream.streams.ZERO_ID
-
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
 CORRECTION = ("correction", "correction-speech")
@@ -156,7 +154,7 @@ def make_correct(listener, policy, seeds: list[int], heard: dict):
     voice."""
     from robot.experts import apply_correction
     from robot.listener import speak_command
-    from robot.policy import corrected_slots
+    from robot.policy import corrected_slots, merge_slots
     from speech.voices import user_voices
 
     voices = user_voices("heldout")
@@ -173,7 +171,7 @@ def make_correct(listener, policy, seeds: list[int], heard: dict):
         voice = voices[int(rng.integers(len(voices)))]
         ids = listener.listen([speak_command(c["text"], voice, sample_rate=listener.codec.sample_rate)],
                               "correction")[0]
-        got = [n if n != ZERO_ID else b for n, b in zip(ids, before, strict=True)]
+        got = merge_slots(ids, before)
         heard[i] = {"correction": c["text"], "voice": voice.name, "heard": slots.text(ids), "understood": got == want}
         return got
 
@@ -185,14 +183,12 @@ def make_hear(listener, policy, task: str, seeds: list[int], voice_split: str, h
     heard by the listener; records what was understood in `heard[i]` and the compute / duration in `rt`."""
     import time
 
-    from robot.listener import Listener
+    from robot.listener import Listener, speak_command
     from speech.voices import user_voices
 
     voices = user_voices(voice_split)
 
     def hear(i: int, text: str) -> list[int]:
-        from robot.listener import speak_command
-
         voice = voices[int(np.random.default_rng([seeds[i], 17]).integers(len(voices)))]
         audio = speak_command(text, voice, sample_rate=listener.codec.sample_rate)
         t0 = time.perf_counter()

@@ -247,8 +247,7 @@ def save_chat_files(ckpt: str | os.PathLike, codec_dir: str | os.PathLike, token
 def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTransformer, CodecFrames, MonologueText]:
     """A chat checkpoint -> (model, codec, text tokenizer), checking that the codec and tokenizer are the ones the
     model was trained with."""
-    from multistream.checkpoint import config_from_dict, load_weights, read_config
-    from multistream.lm import LMConfig
+    from multistream.checkpoint import load_lm
 
     ckpt = Path(ckpt)
     # the chat files sit in the checkpoint directory, or in the training run directory above it
@@ -270,6 +269,5 @@ def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTra
                              ("text tokenizer", text.fingerprint, info.get("text_fingerprint"))):
         if have != want:
             raise ValueError(f"{ckpt} was trained with {what} {want}, but {have} was found; use the matching one")
-    model = RQTransformer(config_from_dict(LMConfig, read_config(ckpt)))
-    load_weights(ckpt, model, map_location=map_location)
+    model = load_lm(ckpt, map_location=map_location)
     return model.eval(), codec, text

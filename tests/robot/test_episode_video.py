@@ -13,8 +13,15 @@ from multistream.lm import RQTransformer
 from multistream.store import EpisodeStore
 from robot.demos import CollectConfig, collect
 from robot.episode_video import agent_reply, mix, render_policy_episode
-from robot.policy import Policy, PolicyConfig, PolicyTokenizers, build_policy_store, model_config, policy_binding, \
-    policy_streams
+from robot.policy import (
+    Policy,
+    PolicyConfig,
+    PolicyTokenizers,
+    build_policy_store,
+    model_config,
+    policy_binding,
+    policy_streams,
+)
 
 from ..speech.conftest import HAVE_TTS, make_codec
 
