@@ -89,6 +89,9 @@ class TabletopEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 12.5}
     task_name = "base"
+    HALT_SETTLE = 3  # frames the arm has to come to rest after "stop" (`halt`)
+    HALT_HOLD = 6  # frames it must then hold still
+    HALT_TOL = 0.01  # metres of end-effector motion allowed while holding
 
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None) -> None:
         self.config = config if config is not None else EnvConfig()
@@ -134,6 +137,8 @@ class TabletopEnv(gym.Env):
         self._ee_target = HOME_EE.copy()
         self._yaw_target = 0.0
         self._steps = 0
+        self._halt_at: int | None = None  # frame of a "stop" correction (`halt`)
+        self._halt_ref: np.ndarray | None = None  # where the end effector came to rest
 
     # ---- task hooks -----------------------------------------------------------------------------------------
     def _reset_task(self) -> None:
@@ -155,6 +160,33 @@ class TabletopEnv(gym.Env):
         if target == self.target:
             raise ValueError(f"{target!r} is already the target")
         self.target = target
+
+    def halt(self) -> None:
+        """A "stop" correction: from now on the task is to hold still. The arm has `HALT_SETTLE` frames to come to
+        rest; its end effector must then stay within `HALT_TOL` m of where it was for `HALT_HOLD` frames, which ends
+        the episode as a success. Moving further first ends it at once as a failure (the task's own success no
+        longer counts: touching the object after "stop" is what the user asked it not to do)."""
+        if self._halt_at is not None:
+            raise ValueError(f"already halted at frame {self._halt_at}")
+        self._halt_at = self._steps
+        self._halt_ref = None
+
+    @property
+    def halted(self) -> bool:
+        return self._halt_at is not None
+
+    def _evaluate_halt(self) -> tuple[dict[str, float], bool, bool]:
+        """(terms, success, done) of a halted episode after a step."""
+        assert self._halt_at is not None
+        since = self._steps - self._halt_at
+        if since < self.HALT_SETTLE:
+            return {"halt": 0.0}, False, False
+        if self._halt_ref is None:
+            self._halt_ref = self.ee_pos
+        moved = float(np.linalg.norm(self.ee_pos - self._halt_ref))
+        if moved > self.HALT_TOL:
+            return {"halt": -moved}, False, True
+        return {"halt": -moved}, since >= self.HALT_SETTLE + self.HALT_HOLD, since >= self.HALT_SETTLE + self.HALT_HOLD
 
     # ---- gymnasium API --------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -181,6 +213,7 @@ class TabletopEnv(gym.Env):
         self._ee_target = self.ee_pos.copy()
         self._yaw_target = self.ee_yaw
         self._steps = 0
+        self._halt_at, self._halt_ref = None, None
         terms, success = self._evaluate()
         return self._observation(), self._info(terms, success)
 
@@ -198,9 +231,12 @@ class TabletopEnv(gym.Env):
         if not np.isfinite(self.data.qpos).all():
             raise RuntimeError(f"physics diverged at step {self._steps} of {self.task_name} (non-finite qpos)")
         self._steps += 1
-        terms, success = self._evaluate()
+        if self._halt_at is None:
+            terms, success = self._evaluate()
+            terminated = bool(success and self.config.terminate_on_success)
+        else:  # after "stop": holding still is the task (ends the episode either way)
+            terms, success, terminated = self._evaluate_halt()
         reward = float(sum(terms.values()))
-        terminated = bool(success and self.config.terminate_on_success)
         return self._observation(), reward, terminated, False, self._info(terms, success)
 
     def render(self) -> np.ndarray | None:
@@ -346,6 +382,7 @@ class TabletopEnv(gym.Env):
                 for o in scene.OBJECTS
             },
             "target": self.target,
+            "halted": self._halt_at is not None,
         }
 
     def _info(self, terms: dict[str, float], success: bool) -> dict[str, Any]:

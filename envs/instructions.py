@@ -51,6 +51,22 @@ CORRECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A "stop" correction: the robot must halt where it is and hold still (`TabletopEnv.halt`). Its words map to the
+# slot parser's halt slot (`robot.command`); the held-out phrasings use words no training episode says.
+STOPS: dict[str, tuple[str, ...]] = {
+    "train": ("stop", "stop now", "wait, stop"),
+    "heldout": ("freeze", "hold still"),
+}
+STOP_WORDS = ("stop", "freeze", "hold")  # a word of each phrasing: what says "halt"
+
+
+def make_stop(split: str, rng: np.random.Generator) -> str:
+    """A "stop" from `split`'s phrasings."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"stop split must be 'train' or 'heldout', got {split!r}")
+    return STOPS[split][int(rng.integers(len(STOPS[split])))]
+
+
 def make_correction(split: str, rng: np.random.Generator, obj: str) -> str:
     """A correction naming `obj` ("<color> <shape>", canonical) from `split`'s phrasings, with a random shape
     synonym."""

@@ -276,6 +276,61 @@ def load_lm(path: str | os.PathLike, streams: Any = None, files: str | os.PathLi
     return model
 
 
+def transfer_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu") -> dict:
+    """Start `model` (an `RQTransformer`) from the checkpoint of one with other streams (a slot, a stream or a
+    codebook added; a wider input). Per-codebook tables (input embeddings; the depth transformer's per-step input,
+    embedding and head) are matched by (stream, codebook), not by position, so a codebook added before others does
+    not shift them; another tensor with the same name is copied when its shape is the same, or into the leading
+    slice when the model's is larger in some dimensions (e.g. a first convolution with more input planes); what
+    has no counterpart keeps its initialisation. A table whose vocabulary changed is refused. Returns {"copied",
+    "grown", "new"}: lists of the model's parameter names."""
+    from multistream.lm import LMConfig
+
+    path = Path(path)
+    f = path / WEIGHTS_FILE
+    if not f.is_file():
+        _check_interrupted_swap(path)
+        raise FileNotFoundError(f"no checkpoint weights at {f}")
+    src_streams = config_from_dict(LMConfig, read_config(path)).streams
+    state = _load_safetensors(f, device=str(map_location))
+    dst_streams = model.cfg.streams
+
+    def tables(ss) -> dict[str, tuple[str, int]]:
+        keys = [(s.name, k) for s in ss.token_streams for k in range(s.num_codebooks)]
+        pred = [(s.name, k) for s in ss.predicted for k in range(s.num_codebooks)]
+        out = {f"embs.{i}.weight": key for i, key in enumerate(keys)}
+        for j, key in enumerate(pred[1:]):  # depth step j predicts pred[j + 1]
+            out.update({f"depth_in.{j}.weight": ("in",) + key, f"depth_emb.{j}.weight": ("emb",) + key,
+                        f"depth_heads.{j}.weight": ("head",) + key})
+        return out
+
+    src_tab, dst_tab = tables(src_streams), tables(dst_streams)
+    by_key = {v: k for k, v in src_tab.items()}
+    own = model.state_dict()
+    new_state, report = {}, {"copied": [], "grown": [], "new": []}
+    for name, t in own.items():
+        src = by_key.get(dst_tab[name]) if name in dst_tab else (name if name not in src_tab else None)
+        if src is None or src not in state:
+            report["new"].append(name)
+            continue
+        w = state[src]
+        if w.shape == t.shape:
+            new_state[name] = w
+            report["copied"].append(name)
+        elif name in dst_tab:
+            raise ValueError(f"checkpoint {path}: {src} {tuple(w.shape)} and {name} {tuple(t.shape)} embed the same "
+                             f"codebook {dst_tab[name]} with other vocabularies")
+        elif w.dim() == t.dim() and all(a <= b for a, b in zip(w.shape, t.shape, strict=True)):
+            grown = t.clone()
+            grown[tuple(slice(0, n) for n in w.shape)] = w
+            new_state[name] = grown
+            report["grown"].append(name)
+        else:
+            report["new"].append(name)
+    model.load_state_dict(new_state, strict=False)
+    return report
+
+
 def load_trainer_state(path: str | os.PathLike) -> dict[str, Any] | None:
     """The `extra` saved with a checkpoint, or None if it has none. Never unpickles anything."""
     path = Path(path)

@@ -9,16 +9,25 @@ A command is fed before the episode's first action, one word per 80 ms frame, wh
 (`docs/robot.md`); frames without a word carry `ZERO_ID`.
 
 `CommandSlots` is the other way in (`PolicyConfig(command="slots")`): the instruction parsed into its slots (colour,
-shape, side, target; canonical values, synonyms merged) held in view on every frame of the episode, one codebook per
-slot, the way language-conditioned policies condition every step on the instruction; a slot the instruction does
-not fill carries `ZERO_ID`.
+shape, side, target, and "halt" in stores with "stop" corrections; canonical values, synonyms merged) held in view on
+every frame of the episode, one codebook per slot, the way language-conditioned policies condition every step on the
+instruction; a slot the instruction does not fill carries `ZERO_ID`.
 """
 
 from __future__ import annotations
 
 import re
 
-from envs.instructions import CORRECTIONS, SHAPE_WORDS, SIDE_WORDS, TARGET_PREPOSITION, TARGET_WORDS, TEMPLATES
+from envs.instructions import (
+    CORRECTIONS,
+    SHAPE_WORDS,
+    SIDE_WORDS,
+    STOP_WORDS,
+    STOPS,
+    TARGET_PREPOSITION,
+    TARGET_WORDS,
+    TEMPLATES,
+)
 from envs.scene import PALETTE
 
 ZERO_ID = -1  # multistream.streams.ZERO_ID ("no input"), repeated here to keep this module free of torch imports
@@ -38,7 +47,7 @@ def vocabulary() -> list[str]:
             for s in syns:
                 words.update(_words(s))
     words.update(TARGET_PREPOSITION.values())
-    for splits in (*TEMPLATES.values(), CORRECTIONS):
+    for splits in (*TEMPLATES.values(), CORRECTIONS, STOPS):
         for templates in splits.values():
             for t in templates:
                 words.update(_words(re.sub(r"\{\w+\}", " ", t)))
@@ -90,11 +99,13 @@ class CommandWords:
         return self.text(codes.reshape(-1).tolist())
 
 
-def slot_values() -> dict[str, list[str]]:
+def slot_values(halt: bool = False) -> dict[str, list[str]]:
     """Slot -> its canonical values (id = position): the palette's colours, the object shapes, the push sides and
-    the pick-and-place targets."""
-    return {"color": sorted(PALETTE), "shape": sorted(SHAPE_WORDS), "side": sorted(SIDE_WORDS),
-            "target": sorted(TARGET_WORDS)}
+    the pick-and-place targets; with `halt`, a fifth slot whose one value "stop" says hold still (the "stop"
+    correction, `envs.instructions.STOPS`). Stores whose demos hold a "stop" have it; the others keep four slots."""
+    values = {"color": sorted(PALETTE), "shape": sorted(SHAPE_WORDS), "side": sorted(SIDE_WORDS),
+              "target": sorted(TARGET_WORDS)}
+    return {**values, "halt": ["stop"]} if halt else values
 
 
 class CommandSlots:
@@ -110,7 +121,8 @@ class CommandSlots:
             raise ValueError(f"command slots need non-empty lists of distinct values, got {self.values}")
         self.slots = list(self.values)
         # word (or phrase) -> (slot, value); phrases of several words ("left side") are matched on their first word
-        table = {"color": {c: c for c in PALETTE}, "shape": SHAPE_WORDS, "side": SIDE_WORDS, "target": TARGET_WORDS}
+        table = {"color": {c: c for c in PALETTE}, "shape": SHAPE_WORDS, "side": SIDE_WORDS, "target": TARGET_WORDS,
+                 "halt": {"stop": STOP_WORDS}}
         self._lookup: dict[str, tuple[str, str]] = {}
         for slot in self.slots:
             src = table.get(slot)
@@ -166,6 +178,17 @@ class CommandSlots:
                 raise ValueError(f"{s} id {i} outside [0, {len(self.values[s])})")
             parts.append(f"{s}={self.values[s][int(i)]}")
         return " ".join(parts)
+
+    def convert(self, ids: list[int], to: CommandSlots) -> list[int]:
+        """Slot ids of this layout -> the same slots in `to`'s layout, by slot and value name (a listener with four
+        slots speaking to a policy with the halt slot): a slot `to` has and this one lacks is ZERO_ID; a filled slot
+        `to` lacks is dropped."""
+        if len(ids) != len(self.slots):
+            raise ValueError(f"{len(ids)} slot ids for {len(self.slots)} slots {self.slots}")
+        named = {s: self.values[s][int(i)] for s, i in zip(self.slots, ids, strict=True)
+                 if int(i) != ZERO_ID and 0 <= int(i) < len(self.values[s])}
+        return [to.values[s].index(named[s]) if s in named and named[s] in to.values[s] else ZERO_ID
+                for s in to.slots]
 
     # Tokenizer protocol (codes [1, K, 1]: one frame) for check_tokenizer / spec_from_tokenizer
     def encode(self, text: str):

@@ -54,10 +54,12 @@ class CollectConfig:
     keep_failures: bool = False
     correct_prob: float = 0.0  # share of episodes with a mid-episode correction to another object
     correct_frames: tuple[int, int] = (2, 6)  # the correction comes before the action of a frame in this range
+    stop_prob: float = 0.0  # share of the episodes without a correction that get a "stop" (in correct_frames)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.correct_prob <= 1:
-            raise ValueError(f"correct_prob must be in [0, 1], got {self.correct_prob}")
+        for name in ("correct_prob", "stop_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         lo, hi = self.correct_frames
         if not 1 <= lo <= hi:
             raise ValueError(f"correct_frames must be (first, last) with 1 <= first <= last, got {self.correct_frames}")
@@ -77,8 +79,9 @@ class CollectConfig:
 
 # CollectConfig fields that decide the stored episodes; a resume must match the store's on every one of them
 SAME_ON_RESUME = ("task", "seed", "image_size", "instruction_split", "noise_std", "perturb_prob", "keep_failures",
-                  "correct_prob", "correct_frames")
-RESUME_DEFAULTS = {"correct_prob": 0.0, "correct_frames": [2, 6]}  # stores from before these fields existed
+                  "correct_prob", "correct_frames", "stop_prob")
+# stores from before these fields existed
+RESUME_DEFAULTS = {"correct_prob": 0.0, "correct_frames": [2, 6], "stop_prob": 0.0}
 
 
 def episode_arrays(result: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -106,7 +109,7 @@ def episode_meta(result: dict[str, Any], seed: int) -> dict[str, Any]:
     if "goal" in info:
         meta["goal"] = info["goal"]
     if result.get("correction"):
-        meta["correction"] = result["correction"]  # {frame, text, target}: the target from that frame on
+        meta["correction"] = result["correction"]  # {frame, text, target[, stop]}: the target (or halt) from then on
     return meta
 
 
@@ -133,6 +136,10 @@ def _rollout(seed: int) -> tuple[int, dict[str, np.ndarray] | None, dict[str, An
         split = "heldout" if cfg.instruction_split == "heldout" else "train"
         correction = {"frame": int(rng.integers(cfg.correct_frames[0], cfg.correct_frames[1] + 1)), "rng": rng,
                       "split": split}
+    elif cfg.stop_prob > 0 and rng.random() < cfg.stop_prob:  # drawn after the correction: older stores unchanged
+        split = "heldout" if cfg.instruction_split == "heldout" else "train"
+        correction = {"frame": int(rng.integers(cfg.correct_frames[0], cfg.correct_frames[1] + 1)), "rng": rng,
+                      "split": split, "stop": True}
     result = run_episode(env, expert, seed, correction=correction)
     meta = {**episode_meta(result, seed), "noise_std": cfg.noise_std, "perturb_prob": cfg.perturb_prob}
     keep = result["success"] or cfg.keep_failures

@@ -45,9 +45,10 @@ def slot_names(slots, ids: list[int]) -> dict[str, str]:
 
 
 def replay(task: str, seed: int, actions: np.ndarray, image_size: int, view_size: tuple[int, int],
-           corrected_at: int | None = None, correct_to: str | None = None) -> dict[str, Any]:
+           corrected_at: int | None = None, correct_to: str | None = None, halt: bool = False) -> dict[str, Any]:
     """Replay `actions` from `seed` with rendering: front camera and overview frames [T+1], per-step traces, the
-    success flag (retargeting to `correct_to` before the action of frame `corrected_at`, as the rollout did)."""
+    success flag (retargeting to `correct_to`, or halting with `halt`, before the action of frame `corrected_at`,
+    as the rollout did)."""
     import gymnasium as gym
 
     import envs
@@ -59,7 +60,10 @@ def replay(task: str, seed: int, actions: np.ndarray, image_size: int, view_size
     fronts, views, traces, success = [obs[F.IMAGE_FRONT]], [env.render()], [], False
     for t, a in enumerate(actions):
         if corrected_at is not None and t == corrected_at:
-            env.unwrapped.retarget(correct_to)
+            if halt:
+                env.unwrapped.halt()
+            else:
+                env.unwrapped.retarget(correct_to)
         traces.append({"force": obs[F.FORCE], "action": np.asarray(a, np.float32)})
         obs, _, terminated, truncated, info = env.step(np.asarray(a, np.float32))
         success = success or bool(info["is_success"])
@@ -159,18 +163,20 @@ def write_video(path: str | Path, ep: dict[str, Any], listen_frames: int, captio
 
 def render_policy_episode(policy, task: str, seed: int, out: str | Path, listener=None, voice: str | None = None,
                           correct_frame: int | None = None, view_size: tuple[int, int] = (240, 320),
-                          codec_path: str | Path | None = None) -> dict[str, Any]:
+                          codec_path: str | Path | None = None, stop: bool = False) -> dict[str, Any]:
     """Run one voice-commanded episode of `policy` (a slots-layout `robot.policy.Policy`) and write OUT.mp4.
 
     The env's instruction is spoken by `voice` (default: a held-out user voice); with `listener` the policy acts on
     the slots the listener heard, else on the typed command. `correct_frame`: before the action of that frame the
-    user says "no, the <other object>" (heard by the listener when there is one). The reply goes through the
-    listener's codec (or `codec_path`). Returns a summary (success, command, heard, reply, path)."""
+    user says "no, the <other object>" (heard by the listener when there is one), or with `stop` says "stop" (a
+    policy with the halt slot; heard by the listener if it has that slot, else parsed) and the agent answers "okay,
+    stopping". The replies go through the listener's codec (or `codec_path`). Returns a summary (success, command,
+    heard, reply, path)."""
     import gymnasium as gym
 
     import envs
     from envs.base import EnvConfig
-    from robot.experts import apply_correction
+    from robot.experts import apply_correction, apply_stop
     from robot.listener import Listener, speak_command
     from robot.policy import merge_slots
     from speech.streams import CodecFrames
@@ -178,6 +184,9 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
 
     if policy.cfg.command != "slots":
         raise ValueError("a voice-commanded episode needs a slots-layout policy")
+    if stop and (correct_frame is None or "halt" not in policy.tok.slots.slots):
+        raise ValueError("stop needs a correct_frame and a policy trained with 'stop' corrections (a halt slot); "
+                         f"this one has the slots {policy.tok.slots.slots}")
     codec = listener.codec if listener is not None else (CodecFrames.load(codec_path) if codec_path else None)
     if codec is None:
         raise ValueError("give a listener or a codec (the agent's reply goes through the codec)")
@@ -190,18 +199,21 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
     text = info["instruction"]
     said = speak_command(text, v, sample_rate=sr)
     slots = policy.tok.slots
-    heard = listener.listen([said], task)[0] if listener is not None else \
+    heard = listener.slots.convert(listener.listen([said], task)[0], slots) if listener is not None else \
         Listener.keep_task_slots(slots.ids(text), task, slots)
     correction: dict[str, Any] = {}
 
     def fix(i: int, frame: int, env, before: list[int]) -> list[int] | None:
         if correct_frame is None or frame != correct_frame:
             return None
-        c = apply_correction(env, np.random.default_rng([seed, 23]), "train")
+        rng = np.random.default_rng([seed, 23])
+        c = apply_stop(env, rng, "train") if stop else apply_correction(env, rng, "train")
         audio = speak_command(c["text"], v, sample_rate=sr)
-        ids = listener.listen([audio], "correction")[0] if listener is not None else slots.ids(c["text"])
+        hears = listener is not None and (not stop or "halt" in listener.slots.slots)
+        ids = listener.slots.convert(listener.listen([audio], "correction")[0], slots) if hears \
+            else slots.ids(c["text"])
         new = merge_slots(ids, before)
-        correction.update(c, audio=audio, heard=slots.text(ids), shape=c["target"].split(" ")[1])
+        correction.update(c, audio=audio, heard=slots.text(ids) + ("" if hears else " (typed)"))
         return new
 
     res = policy.rollout(task, [seed], split="train", hear=lambda i, t: heard,
@@ -212,20 +224,26 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
 
     from speech.tts import synthesize
 
-    r = synthesize(reply, AGENT_VOICE).audio
-    r = np.concatenate([r, np.zeros((-len(r)) % codec.frame_size, np.float32)])
-    with torch.no_grad():
-        reply_audio = codec.decode(codec.encode(torch.from_numpy(r)[None, None]))[0, 0].numpy()
+    def through_codec(words: str) -> np.ndarray:
+        r = synthesize(words, AGENT_VOICE).audio
+        r = np.concatenate([r, np.zeros((-len(r)) % codec.frame_size, np.float32)])
+        with torch.no_grad():
+            return codec.decode(codec.encode(torch.from_numpy(r)[None, None]))[0, 0].numpy()
+
+    reply_audio = through_codec(reply)
     listen_frames = int(np.ceil(len(said) / sr / FRAME_S)) + (listener.cfg.tail if listener is not None else 3)
     ep = replay(task, seed, res["actions"], policy.cfg.image_size, view_size, res["corrected_at"],
-                correction.get("target", "").split(" ")[-1] or None)
+                (correction.get("target") or "").split(" ")[-1] or None, halt=stop)
     heard_text = ", ".join(f"{k}={v}" for k, v in names.items())
     captions = [(0, f'user: "{text}"'), (listen_frames, f'heard: {heard_text}   agent: "{reply}"')]
     clips = [(0.0, said), (listen_frames * FRAME_S, reply_audio)]
     if res["corrected_at"] is not None:
         f = listen_frames + res["corrected_at"]
-        captions.append((f, f'user: "{correction["text"]}"   heard: {correction["heard"]}'))
+        captions.append((f, f'user: "{correction["text"]}"   heard: {correction["heard"]}'
+                            + ('   agent: "okay, stopping"' if stop else "")))
         clips.append((f * FRAME_S, correction["audio"]))
+        if stop:  # the agent answers as the user finishes
+            clips.append((f * FRAME_S + len(correction["audio"]) / sr, through_codec("okay, stopping")))
     total_s = (listen_frames + len(ep["views"])) * FRAME_S
     title = (f"{task} seed {seed}, voice {v.name}: {'success' if ep['success'] else 'failure'} after "
              f"{len(ep['traces'])} frames")

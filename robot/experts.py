@@ -258,9 +258,11 @@ def run_episode(env, expert: Expert, seed: int, record: bool = True,
                 correction: dict[str, Any] | None = None) -> dict[str, Any]:
     """Roll out one episode of `expert` in `env` (a TimeLimit-wrapped gymnasium env) from `seed`.
 
-    `correction` ({"frame": k, "rng": numpy Generator, "split": phrasing split}): before the action of frame k the
-    user names another object of the scene (drawn with rng; `envs.instructions.make_correction`), the env is
-    retargeted and the expert follows; success is then judged on the new object. Skipped if the episode ends first.
+    `correction` ({"frame": k, "rng": numpy Generator, "split": phrasing split, "stop": bool}): before the action of
+    frame k the user names another object of the scene (drawn with rng; `envs.instructions.make_correction`), the
+    env is retargeted and the expert follows; success is then judged on the new object. With "stop": True the user
+    says "stop" instead (`apply_stop`): the env halts and the expert holds still (`hold_action`) until the env ends
+    the episode. Skipped if the episode ends first.
 
     Returns {"success", "length", "info" (of the reset), "steps": list of per-step dicts (observation before the
     action, clean and executed action, reward, reward terms), "correction": {frame, text, target} or None} (steps
@@ -273,9 +275,13 @@ def run_episode(env, expert: Expert, seed: int, record: bool = True,
     applied = None
     while True:
         if correction is not None and applied is None and env.unwrapped._steps == correction["frame"]:
-            applied = apply_correction(env, correction["rng"], correction.get("split", "train"))
+            apply = apply_stop if correction.get("stop") else apply_correction
+            applied = apply(env, correction["rng"], correction.get("split", "train"))
             info = {**info, "privileged": env.unwrapped.privileged_state()}
-        clean, executed = expert.act(info)
+        if env.unwrapped.halted:
+            clean = executed = hold_action(env)
+        else:
+            clean, executed = expert.act(info)
         next_obs, reward, terminated, truncated, info = env.step(executed)
         if record:
             steps.append(
@@ -308,3 +314,20 @@ def apply_correction(env, rng: np.random.Generator, split: str = "train") -> dic
     text = make_correction(split, rng, obj)
     u.retarget(new)
     return {"frame": int(u._steps), "text": text, "target": obj}
+
+
+def apply_stop(env, rng: np.random.Generator, split: str = "train") -> dict[str, Any]:
+    """The user says "stop" (a phrasing of `split`, drawn with `rng`): the env halts (`TabletopEnv.halt`); returns
+    {frame, text, target: None, stop: True}."""
+    from envs.instructions import make_stop
+
+    text = make_stop(split, rng)
+    env.unwrapped.halt()
+    return {"frame": int(env.unwrapped._steps), "text": text, "target": None, "stop": True}
+
+
+def hold_action(env) -> np.ndarray:
+    """Hold still: no end-effector motion, the gripper as it is commanded now (an object in hand stays there)."""
+    a = np.zeros(env.action_space.shape, dtype=np.float32)
+    a[-1] = env.unwrapped._grip_cmd
+    return a

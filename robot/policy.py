@@ -54,7 +54,7 @@ from multistream.loss import LossOutput
 from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
-from robot.command import CommandSlots, CommandWords
+from robot.command import CommandSlots, CommandWords, slot_values
 from robot.tokenizers import QuantileBins, UniformBins
 
 # (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
@@ -113,13 +113,16 @@ class PolicyTokenizers:
 
     @classmethod
     def fit(cls, demos: EpisodeStore, cfg: PolicyConfig) -> PolicyTokenizers:
-        """Quantile bins of force and touch fitted on every step of the demo store."""
+        """Quantile bins of force and touch fitted on every step of the demo store; the command slots gain the halt
+        slot when a demo holds a "stop" correction."""
         force = np.concatenate([demos.episode(i, [F.FORCE])[F.FORCE] for i in range(demos.num_episodes)])
         touch = np.concatenate([demos.episode(i, [F.TOUCH])[F.TOUCH] for i in range(demos.num_episodes)])
         return cls(action=UniformBins(F.EE_DELTA_ACTION_DIM, cfg.action_bins, name="action bins"),
                    force=QuantileBins.fit(force, cfg.sensor_bins, name="force bins"),
                    touch=QuantileBins.fit(touch, cfg.sensor_bins, name="touch bins"),
-                   words=CommandWords())
+                   words=CommandWords(),
+                   slots=CommandSlots(slot_values(halt=any((m.get("correction") or {}).get("stop")
+                                                           for m in demos.episode_metas()))))
 
     def to_json(self) -> dict[str, Any]:
         return {"action": {"channels": self.action.channels, "bins": self.action.bins},

@@ -2,11 +2,13 @@
 
 usage: python scripts/collect_demos.py --task push --episodes 100 --workers 2 --out data/demos/push.zarr
            [--seed 0] [--image-size 64] [--split train|heldout|all] [--noise-std 0.1] [--perturb-prob 0.05]
-           [--keep-failures] [--correct-prob 0.5 --correct-frames 2 6]
+           [--keep-failures] [--correct-prob 0.5 --correct-frames 2 6] [--stop-prob 0.3]
 
 `--correct-prob P`: that share of the episodes gets a mid-episode correction: before the action of a frame drawn
 from --correct-frames the user names another object of the scene ("no, the blue cube"), the env's target changes
 and the expert follows it (the episode's metadata records the frame, the words and the new target).
+`--stop-prob P`: that share of the other episodes gets a "stop" at such a frame ("stop", "wait, stop"): the env
+halts and the expert holds still until the env ends the episode (`TabletopEnv.halt`).
 """
 
 import argparse
@@ -34,6 +36,8 @@ def main() -> None:
     p.add_argument("--correct-prob", type=probability, default=0.0, help="share of episodes with a correction")
     p.add_argument("--correct-frames", type=positive_int, nargs=2, default=(2, 6), metavar=("FIRST", "LAST"),
                    help="the correction comes before the action of a frame in this range")
+    p.add_argument("--stop-prob", type=probability, default=0.0,
+                   help="share of the episodes without a correction that get a 'stop' (at a --correct-frames frame)")
     args = p.parse_args()
 
     try:
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
         keep_failures=args.keep_failures,
         correct_prob=args.correct_prob,
         correct_frames=tuple(args.correct_frames),
+        stop_prob=args.stop_prob,
     )
     t0 = time.time()
     summary = collect(cfg, args.out)

@@ -13,6 +13,9 @@ names another object of the scene ("no, the blue cube"; training phrasings); suc
 object:
     correction        the correction typed
     correction-speech the correction spoken by a held-out voice, heard by the listener (with --listener)
+and, for policies trained with "stop" corrections (a halt slot), at such a frame the user says "stop":
+    stop              "stop" typed (held-out phrasings: "freeze", "hold still"); success is coming to rest within
+                      3 frames and holding still (end effector within 1 cm) for 6 more (`TabletopEnv.halt`)
 The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
 then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
@@ -31,7 +34,7 @@ from robot import EVAL_SEEDS
 
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
-CORRECTION = ("correction", "correction-speech")
+CORRECTION = ("correction", "correction-speech", "stop")
 CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
 
@@ -85,6 +88,9 @@ def main() -> None:
             sys.exit(f"error: {e}")
     if (listener is not None or any(c in CORRECTION for c in args.conditions)) and policy.cfg.command != "slots":
         sys.exit("error: spoken commands and corrections need a slots-layout policy")
+    if "stop" in args.conditions and "halt" not in policy.tok.slots.slots:
+        sys.exit(f"error: the stop condition needs a policy trained with 'stop' corrections (a halt slot); "
+                 f"{args.ckpt} has the slots {policy.tok.slots.slots}")
 
     results, timing, listen_rt = {}, [], []
     for cond in args.conditions:
@@ -92,7 +98,8 @@ def main() -> None:
         if cond in SPEECH:
             hear = make_hear(listener, policy, args.task, seeds, SPEECH[cond], heard, listen_rt)
         if cond in CORRECTION:
-            correct = make_correct(listener if cond == "correction-speech" else None, policy, seeds, heard)
+            correct = make_correct(listener if cond == "correction-speech" else None, policy, seeds, heard,
+                                   stop=cond == "stop")
         split = CONDITIONS.get(cond, "train")
         res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,
                              correct=correct)
@@ -148,11 +155,11 @@ def main() -> None:
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
 
 
-def make_correct(listener, policy, seeds: list[int], heard: dict):
+def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False):
     """`Policy.rollout`'s `correct`: at a frame drawn from the seed, retarget the env to another object and return
     the corrected slots: parsed from the typed correction, or (with `listener`) heard from it spoken by a held-out
-    voice."""
-    from robot.experts import apply_correction
+    voice. With `stop`, the user says "stop" (held-out phrasings) instead and the env halts."""
+    from robot.experts import apply_correction, apply_stop
     from robot.listener import speak_command
     from robot.policy import corrected_slots, merge_slots
     from speech.voices import user_voices
@@ -164,13 +171,14 @@ def make_correct(listener, policy, seeds: list[int], heard: dict):
         rng = np.random.default_rng([seeds[i], 23])
         if frame != int(rng.integers(CORRECT_FRAMES[0], CORRECT_FRAMES[1] + 1)):
             return None
-        c = apply_correction(env, rng, "train")
+        c = apply_stop(env, rng, "heldout") if stop else apply_correction(env, rng, "train")
         want = corrected_slots(slots, before, c["text"])
         if listener is None:
             return want
         voice = voices[int(rng.integers(len(voices)))]
-        ids = listener.listen([speak_command(c["text"], voice, sample_rate=listener.codec.sample_rate)],
-                              "correction")[0]
+        ids = listener.slots.convert(listener.listen([speak_command(c["text"], voice,
+                                                                    sample_rate=listener.codec.sample_rate)],
+                                                     "correction")[0], slots)
         got = merge_slots(ids, before)
         heard[i] = {"correction": c["text"], "voice": voice.name, "heard": slots.text(ids), "understood": got == want}
         return got
@@ -192,7 +200,7 @@ def make_hear(listener, policy, task: str, seeds: list[int], voice_split: str, h
         voice = voices[int(np.random.default_rng([seeds[i], 17]).integers(len(voices)))]
         audio = speak_command(text, voice, sample_rate=listener.codec.sample_rate)
         t0 = time.perf_counter()
-        ids = listener.listen([audio], task)[0]
+        ids = listener.slots.convert(listener.listen([audio], task)[0], policy.tok.slots)
         rt.append((time.perf_counter() - t0) / (len(audio) / listener.codec.sample_rate))
         want = Listener.keep_task_slots(policy.tok.slots.ids(text), task, policy.tok.slots)
         heard[i] = {"voice": voice.name, "heard": policy.tok.slots.text(ids), "understood": ids == want}

@@ -14,7 +14,8 @@ writes OUT.gif and OUT_traces.png
 writes OUT.mp4: a voice-commanded episode of a trained policy (robot/episode_video.py): the command spoken by a
 held-out voice (or --voice), heard by the listener (without --listener: typed, and --codec for the reply), the
 robot acting, the agent's spoken reply through the codec as the audio track, camera, overview, force and action
-traces; --correct-frame K adds a spoken correction ("no, the blue cube") before the action of frame K.
+traces; --correct-frame K adds a spoken correction ("no, the blue cube") before the action of frame K, --stop makes
+it a "stop" (the agent answers "okay, stopping" and must hold still).
 """
 
 import argparse
@@ -50,6 +51,8 @@ p.add_argument("--listener", help="with --policy: the listener checkpoint that h
 p.add_argument("--codec", default="checkpoints/codec_spectral", help="with --policy and no --listener: reply codec")
 p.add_argument("--voice", help="with --policy: the user voice (default: a held-out voice)")
 p.add_argument("--correct-frame", type=positive_int, help="with --policy: a spoken correction before this frame")
+p.add_argument("--stop", action="store_true",
+               help="with --correct-frame: the user says 'stop' instead (a policy trained with stops)")
 args = p.parse_args()
 if args.policy:
     if args.task is None or args.store is not None:
@@ -64,7 +67,8 @@ if args.policy:
         pol = Policy.load(args.policy)
         lis = Listener.load(args.listener) if args.listener else None
         summary = render_policy_episode(pol, args.task, args.seed, args.out, lis, args.voice, args.correct_frame,
-                                        tuple(args.view_size), codec_path=None if lis else args.codec)
+                                        tuple(args.view_size), codec_path=None if lis else args.codec,
+                                        stop=args.stop)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"render_episode.py: error: {e}")
     print(json.dumps(summary))

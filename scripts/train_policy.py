@@ -22,7 +22,9 @@ shortcut). `--init CKPT`: start from that checkpoint's weights (a fresh run: new
 files must match the store's tokenizers), e.g. to fine-tune on a DAgger-aggregated store (scripts/dagger_policy.py);
 `--dagger-frac F` then draws that share of every batch from the store's DAgger episodes, the rest from the demos.
 `--transfer` (with --init): the init is another task's policy (e.g. touch -> push): its weights start the run, this
-store's force/touch bins and normalisation are kept (the bins' embeddings adapt to their new edges).
+store's force/touch bins and normalisation are kept (the bins' embeddings adapt to their new edges). Its streams
+may differ from this store's (e.g. the halt slot of a store with "stop" corrections): the weights are then matched
+stream by stream (multistream.checkpoint.transfer_weights) and what is new starts from its initialisation.
 
 `--first-weight W --first-frames N`: the first N acting frames of every episode weigh W times the others in the
 loss (robot.policy.first_frames_loss: the first decision, which object to go to, is otherwise one frame in ~35);
@@ -214,12 +216,17 @@ def run(args: argparse.Namespace) -> None:
             if not same_config(saved, cfg):
                 raise ValueError(f"--init {init} --transfer: its policy settings ({saved}) differ from this run's "
                                  f"({dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command)")
-            if policy_streams(cfg, init_tok) != streams:
-                raise ValueError(f"--init {init} --transfer: its streams differ from those of {args.store}")
         elif init_tok.to_json() != tok.to_json():
             raise ValueError(f"--init {init}: its policy tokenizers differ from those of {args.store} (another "
                              "task's policy? add --transfer)")
-        load_weights(init, model)
+        if policy_streams(cfg, init_tok) == streams:
+            load_weights(init, model)
+        else:  # --transfer to other streams (e.g. a store with the "stop" halt slot): matched stream by stream
+            from multistream.checkpoint import transfer_weights
+
+            rep = transfer_weights(init, model)
+            print(f"--init {init}: its streams differ from {args.store}'s: {len(rep['copied'])} tensors copied, "
+                  f"grown {rep['grown']}, new {rep['new']}")
     if args.no_action_input:
         drop_action_input(model)
     print(f"policy: {model.num_parameters() / 1e6:.2f} M parameters; {len(train_eps)} train / {len(val_eps)} held-out "
