@@ -2,6 +2,8 @@
 command, the policy store of demos with stops, the eval condition, and the stream-by-stream weight transfer that
 starts a policy with the halt slot from one without it."""
 
+import shutil
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -28,6 +30,8 @@ from robot.policy import (
     policy_binding,
     policy_streams,
 )
+
+from ..speech.conftest import HAVE_TTS, make_codec
 
 
 def touch_env():
@@ -165,3 +169,28 @@ def test_transfer_to_the_halt_slot_and_the_stop_condition(stopped, tmp_path):
     for r in res:
         assert r["corrected_at"] is not None and r["slots"][-1] == 0
         assert r["length"] <= r["corrected_at"] + 9  # the env ends a halted episode within settle + hold frames
+
+
+@pytest.mark.skipif(not HAVE_TTS or shutil.which("ffmpeg") is None, reason="needs TTS packages and ffmpeg")
+def test_a_stop_episode_video(stopped, tmp_path):
+    import json
+    import subprocess
+
+    from robot.episode_video import render_policy_episode
+
+    tmp, demos, store, pcfg = stopped
+    tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    streams = policy_streams(pcfg, tok)
+    torch.manual_seed(0)
+    policy = Policy(RQTransformer(model_config(pcfg, streams)).eval(), pcfg, tok,
+                    policy_binding(streams, tok).attach(store))
+    make_codec(tmp_path / "codec")
+    s = render_policy_episode(policy, "touch", 1003, tmp_path / "ep", correct_frame=2, stop=True, view_size=(48, 64),
+                              codec_path=tmp_path / "codec")
+    assert s["corrected_at"] == 2 and s["correction"] in STOPS["train"]
+    assert s["success"] == s["rollout_success"]  # the replay halts where the rollout did
+    probe = subprocess.run(["ffprobe", "-loglevel", "error", "-show_entries", "stream=codec_type", "-of", "json",
+                            s["path"]], capture_output=True, text=True, check=True)
+    assert sorted(x["codec_type"] for x in json.loads(probe.stdout)["streams"]) == ["audio", "video"]
+    with pytest.raises(ValueError, match="correct_frame"):
+        render_policy_episode(policy, "touch", 1003, tmp_path / "ep2", stop=True, codec_path=tmp_path / "codec")
