@@ -16,6 +16,7 @@ object:
 and, for policies trained with "stop" corrections (a halt slot), at such a frame the user says "stop":
     stop              "stop" typed (held-out phrasings: "freeze", "hold still"); success is coming to rest within
                       3 frames and holding still (end effector within 1 cm) for 6 more (`TabletopEnv.halt`)
+    stop-untold       the control: the env halts at the same frames but the policy is not told (its slots stay)
 The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
 then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
@@ -34,7 +35,7 @@ from robot import EVAL_SEEDS
 
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
-CORRECTION = ("correction", "correction-speech", "stop")
+CORRECTION = ("correction", "correction-speech", "stop", "stop-untold")
 CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
 
@@ -88,7 +89,7 @@ def main() -> None:
             sys.exit(f"error: {e}")
     if (listener is not None or any(c in CORRECTION for c in args.conditions)) and policy.cfg.command != "slots":
         sys.exit("error: spoken commands and corrections need a slots-layout policy")
-    if "stop" in args.conditions and "halt" not in policy.tok.slots.slots:
+    if {"stop", "stop-untold"} & set(args.conditions) and "halt" not in policy.tok.slots.slots:
         sys.exit(f"error: the stop condition needs a policy trained with 'stop' corrections (a halt slot); "
                  f"{args.ckpt} has the slots {policy.tok.slots.slots}")
 
@@ -99,7 +100,7 @@ def main() -> None:
             hear = make_hear(listener, policy, args.task, seeds, SPEECH[cond], heard, listen_rt)
         if cond in CORRECTION:
             correct = make_correct(listener if cond == "correction-speech" else None, policy, seeds, heard,
-                                   stop=cond == "stop")
+                                   stop=cond.startswith("stop"), tell=cond != "stop-untold")
         split = CONDITIONS.get(cond, "train")
         res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,
                              correct=correct)
@@ -155,10 +156,11 @@ def main() -> None:
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
 
 
-def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False):
+def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):
     """`Policy.rollout`'s `correct`: at a frame drawn from the seed, retarget the env to another object and return
     the corrected slots: parsed from the typed correction, or (with `listener`) heard from it spoken by a held-out
-    voice. With `stop`, the user says "stop" (held-out phrasings) instead and the env halts."""
+    voice. With `stop`, the user says "stop" (held-out phrasings) instead and the env halts; `tell=False` (the
+    control) leaves the policy's slots as they were."""
     from robot.experts import apply_correction, apply_stop
     from robot.listener import speak_command
     from robot.policy import corrected_slots, merge_slots
@@ -172,6 +174,8 @@ def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = F
         if frame != int(rng.integers(CORRECT_FRAMES[0], CORRECT_FRAMES[1] + 1)):
             return None
         c = apply_stop(env, rng, "heldout") if stop else apply_correction(env, rng, "train")
+        if not tell:
+            return list(before)
         want = corrected_slots(slots, before, c["text"])
         if listener is None:
             return want

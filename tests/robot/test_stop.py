@@ -169,6 +169,9 @@ def test_transfer_to_the_halt_slot_and_the_stop_condition(stopped, tmp_path):
     for r in res:
         assert r["corrected_at"] is not None and r["slots"][-1] == 0
         assert r["length"] <= r["corrected_at"] + 9  # the env ends a halted episode within settle + hold frames
+    # the control (stop-untold): the env halts at the same frame, the policy's slots stay as they were
+    untold = policy.rollout("touch", [1000], correct=ev.make_correct(None, policy, [1000], {}, stop=True, tell=False))
+    assert untold[0]["corrected_at"] == res[0]["corrected_at"] and untold[0]["slots"][-1] == ZERO_ID
 
 
 @pytest.mark.skipif(not HAVE_TTS or shutil.which("ffmpeg") is None, reason="needs TTS packages and ffmpeg")
