@@ -3,7 +3,8 @@
 A small RQ-Transformer on the same engine as the chat model and the policy, with two streams on the 12.5 Hz clock:
 
     audio.user      input       K codebooks: the codec's tokens of the spoken instruction (`speech.streams.CodecFrames`)
-    command.slots   predicted   4 codebooks (colour, shape, side, target; `robot.command.CommandSlots`)
+    command.slots   predicted   4 codebooks (colour, shape, side, target; `robot.command.CommandSlots`), 5 with
+                                the halt slot in a listener built with stops (`listener_slots`)
 
 It hears the instruction one 80 ms frame at a time (causal, `same_frame`: the slots of frame t are read from the
 audio up to frame t). The store holds the slots on the `tail` silent frames after the utterance (ZERO_ID, no
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.instructions import SIDE_WORDS, TARGET_WORDS, make_correction, make_instruction
+from envs.instructions import SIDE_WORDS, TARGET_WORDS, make_correction, make_instruction, make_stop
 from envs.scene import OBJECT_NAMES, PALETTE
 from multistream.atomic import atomic_write_text
 from multistream.checkpoint import load_lm
@@ -48,9 +49,32 @@ AUDIO = "audio.user"
 SLOTS = "command.slots"
 LISTENER_FILE = "listener.json"
 TASKS = ("touch", "push", "pick_place", "correction")  # "correction": "no, the blue cube" (mid-episode)
+# what a listener reads for each kind of utterance; a mid-episode utterance may be a correction or a "stop", so
+# "correction" reads the halt slot too (listeners built with stops only: the others have no such slot)
 TASK_SLOTS: dict[str, tuple[str, ...]] = {"touch": ("color", "shape"), "push": ("color", "shape", "side"),
                                           "pick_place": ("color", "shape", "target"),
-                                          "correction": ("color", "shape")}
+                                          "correction": ("color", "shape", "halt"), "stop": ("halt",)}
+HALT_VALUES = ["go", "stop"]  # a stops-listener's halt slot: every utterance says one or the other
+
+
+def listener_slots(stops: bool = False) -> CommandSlots:
+    """The listener's slots: the policy's four, and with `stops` a halt slot whose target is "stop" for a stop and
+    "go" for every other utterance (a slot that only ever saw "stop" would learn to say it always). A policy's halt
+    slot has "stop" alone; `CommandSlots.convert` maps "go" to its ZERO_ID."""
+    from robot.command import slot_values
+
+    values = slot_values()
+    return CommandSlots({**values, "halt": HALT_VALUES} if stops else values)
+
+
+def command_target(slots: CommandSlots, text: str) -> list[int]:
+    """The slot ids a listener is trained to read for `text`: its parse, and "go" in a halt slot it leaves empty."""
+    ids = slots.ids(text)
+    if "halt" in slots.slots:
+        k = slots.slots.index("halt")
+        if ids[k] == ZERO_ID:
+            ids[k] = slots.values["halt"].index("go")
+    return ids
 
 
 @dataclasses.dataclass
@@ -107,16 +131,16 @@ def last_target_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def random_command(task: str, rng: np.random.Generator, split: str = "train") -> str:
     """A command of `task` about a random object (and side / target), phrased from `split`; task "correction" gives
-    a mid-episode correction ("no, the blue cube")."""
+    a mid-episode correction ("no, the blue cube"), task "stop" a "stop"."""
     if task not in TASK_SLOTS:
         raise ValueError(f"unknown task {task!r}; known: {list(TASK_SLOTS)}")
     colors = list(PALETTE)
     slots: dict[str, str] = {"obj": f"{colors[int(rng.integers(len(colors)))]} "
                                     f"{OBJECT_NAMES[int(rng.integers(len(OBJECT_NAMES)))]}"}
-    if task == "correction":
+    if task in ("correction", "stop"):
         if split == "all":
             split = ("train", "heldout")[int(rng.integers(2))]
-        return make_correction(split, rng, slots["obj"])
+        return make_stop(split, rng) if task == "stop" else make_correction(split, rng, slots["obj"])
     if task == "push":
         slots["side"] = list(SIDE_WORDS)[int(rng.integers(len(SIDE_WORDS)))]
     if task == "pick_place":
@@ -162,18 +186,21 @@ def store_attrs(codec, slots: CommandSlots, cfg: ListenerConfig, **extra: Any) -
 
 def build_listener_store(out: str | Path, codec, items: int, voice_split: str = "train", phrasing: str = "train",
                          seed: int = 0, augment: bool = True, cfg: ListenerConfig | None = None,
-                         progress: bool = True) -> EpisodeStore:
+                         progress: bool = True, stops: bool = False) -> EpisodeStore:
     """`items` spoken commands (all tasks, random objects) -> an episode store of codec tokens and slot targets.
     Resumable: item i is drawn from rng(seed, i), and a rerun appends the items the store does not have yet (a store
     made with other settings or another codec is refused). A clip the TTS cannot speak is skipped and counted in
-    the store's `skipped` list."""
+    the store's `skipped` list. `stops`: "stop" utterances join the tasks and the slots gain the halt slot
+    (`listener_slots`)."""
     from tqdm import tqdm
 
     from speech.voices import user_voices
 
     cfg = cfg or ListenerConfig()
-    slots = CommandSlots()
-    settings = {"voice_split": voice_split, "phrasing": phrasing, "seed": seed, "augment": augment}
+    slots = listener_slots(stops)
+    tasks = TASKS + ("stop",) if stops else TASKS
+    settings = {"voice_split": voice_split, "phrasing": phrasing, "seed": seed, "augment": augment,
+                **({"stops": True} if stops else {})}  # older stores have no "stops" key
     voices = user_voices(voice_split)
     out = Path(out)
     attrs = store_attrs(codec, slots, cfg, settings=settings)
@@ -191,8 +218,8 @@ def build_listener_store(out: str | Path, codec, items: int, voice_split: str = 
     todo = [i for i in range(items) if i not in done and i not in skipped]
     bar = tqdm(todo, desc="listener data", disable=not progress)
     for i in bar:
-        k = i % len(TASKS)
-        task, rng = TASKS[k], np.random.default_rng([seed, 1 + k, i])
+        k = i % len(tasks)
+        task, rng = tasks[k], np.random.default_rng([seed, 1 + k, i])
         text = random_command(task, rng, phrasing)
         voice = voices[int(rng.integers(len(voices)))]
         try:
@@ -217,7 +244,7 @@ def encode_command(codec, slots: CommandSlots, audio: np.ndarray, text: str | No
         codes = codec.encode(torch.from_numpy(x)[None, None])[0].T.numpy()  # [T, K]
     target = np.full((codes.shape[0], slots.num_codebooks), ZERO_ID, dtype=np.int16)
     if text is not None:
-        target[-tail:] = np.asarray(slots.ids(text), dtype=np.int16)
+        target[-tail:] = np.asarray(command_target(slots, text), dtype=np.int16)
     return {AUDIO: codes.astype(np.int16), SLOTS: target}
 
 

@@ -17,6 +17,7 @@ and, for policies trained with "stop" corrections (a halt slot), at such a frame
     stop              "stop" typed (held-out phrasings: "freeze", "hold still"); success is coming to rest within
                       3 frames and holding still (end effector within 1 cm) for 6 more (`TabletopEnv.halt`)
     stop-untold       the control: the env halts at the same frames but the policy is not told (its slots stay)
+    stop-speech       the "stop" spoken by a held-out voice, heard by a listener built with stops (its halt slot)
 The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
 then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
@@ -35,7 +36,7 @@ from robot import EVAL_SEEDS
 
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
-CORRECTION = ("correction", "correction-speech", "stop", "stop-untold")
+CORRECTION = ("correction", "correction-speech", "stop", "stop-untold", "stop-speech")
 CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
 
@@ -59,7 +60,7 @@ def main() -> None:
         ap.error(f"--seeds and --batch must be >= 1, got {args.seeds}, {args.batch}")
     if args.conditions is None:
         args.conditions = list(CONDITIONS) + (list(SPEECH) if args.listener else [])
-    if any(c in SPEECH or c == "correction-speech" for c in args.conditions) and not args.listener:
+    if any(c in SPEECH or c.endswith("-speech") for c in args.conditions) and not args.listener:
         ap.error("the speech conditions need --listener CKPT")
 
     import torch
@@ -89,9 +90,11 @@ def main() -> None:
             sys.exit(f"error: {e}")
     if (listener is not None or any(c in CORRECTION for c in args.conditions)) and policy.cfg.command != "slots":
         sys.exit("error: spoken commands and corrections need a slots-layout policy")
-    if {"stop", "stop-untold"} & set(args.conditions) and "halt" not in policy.tok.slots.slots:
+    if {"stop", "stop-untold", "stop-speech"} & set(args.conditions) and "halt" not in policy.tok.slots.slots:
         sys.exit(f"error: the stop condition needs a policy trained with 'stop' corrections (a halt slot); "
                  f"{args.ckpt} has the slots {policy.tok.slots.slots}")
+    if "stop-speech" in args.conditions and (listener is None or "halt" not in listener.slots.slots):
+        sys.exit("error: stop-speech needs a listener built with stops (make_listener_data.py --stops; a halt slot)")
 
     results, timing, listen_rt = {}, [], []
     for cond in args.conditions:
@@ -99,7 +102,7 @@ def main() -> None:
         if cond in SPEECH:
             hear = make_hear(listener, policy, args.task, seeds, SPEECH[cond], heard, listen_rt)
         if cond in CORRECTION:
-            correct = make_correct(listener if cond == "correction-speech" else None, policy, seeds, heard,
+            correct = make_correct(listener if cond.endswith("-speech") else None, policy, seeds, heard,
                                    stop=cond.startswith("stop"), tell=cond != "stop-untold")
         split = CONDITIONS.get(cond, "train")
         res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,

@@ -60,7 +60,7 @@ def main() -> None:
 def store_accuracy(listener, store, episodes: list[int]) -> dict:
     """Command accuracy on stored items (codes already made): all the task's slots right, and per slot."""
     from robot.command import CommandSlots
-    from robot.listener import AUDIO, TASK_SLOTS
+    from robot.listener import AUDIO, TASK_SLOTS, command_target
 
     slots = CommandSlots(store.attrs["slots"])
     metas = store.episode_metas()
@@ -71,7 +71,7 @@ def store_accuracy(listener, store, episodes: list[int]) -> dict:
         m = metas[i]
         codes = torch.from_numpy(store.episode(i, [AUDIO])[AUDIO].astype("int64")).T  # [K, T]
         got = listener.listen_codes(codes, m["task"])
-        want = listener.keep_task_slots(slots.ids(m["text"]), m["task"], slots)
+        want = listener.keep_task_slots(command_target(slots, m["text"]), m["task"], slots)
         ok = got == want
         right += ok
         per_task[m["task"]][0] += ok

@@ -165,3 +165,31 @@ def test_a_tiny_listener_learns_to_hear_colours_through_the_committed_codec():
     got = [lis.listen_codes(torch.from_numpy(r[L.AUDIO]).long().T, "touch") for r in rows]
     want = [slots.ids(t)[:2] + [ZERO_ID, ZERO_ID] for t, _ in items]
     assert sum(g == w for g, w in zip(got, want, strict=True)) >= 11, (got, want)
+
+
+@needs_tts
+def test_a_store_with_stops_has_a_go_or_stop_halt_target(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    s = L.build_listener_store(tmp_path / "stops.zarr", codec, 5, progress=False, stops=True)
+    slots = CommandSlots(s.attrs["slots"])
+    assert slots.slots[-1] == "halt" and slots.values["halt"] == L.HALT_VALUES
+    tail = L.ListenerConfig().tail
+    tasks = [m["task"] for m in s.episode_metas()]
+    assert tasks == [*L.TASKS, "stop"]  # items cycle through the four kinds and stops
+    for i, m in enumerate(s.episode_metas()):
+        rows = s.episode(i, [L.SLOTS])[L.SLOTS]
+        assert (rows[:-tail] == ZERO_ID).all() and (rows[-tail:] == rows[-1]).all()
+        got = rows[-1]
+        halt = slots.values["halt"][int(got[-1])]
+        assert halt == ("stop" if m["task"] == "stop" else "go"), m
+        if m["task"] == "stop":
+            assert (got[:4] == ZERO_ID).all()
+    # a listener's "go" is no halt for a policy; its "stop" is the policy's halt
+    from robot.command import slot_values
+
+    policy_slots = CommandSlots(slot_values(halt=True))
+    assert slots.convert(L.command_target(slots, "no, the red cube"), policy_slots)[-1] == ZERO_ID
+    assert slots.convert(L.command_target(slots, "freeze"), policy_slots) == policy_slots.ids("freeze")
+    with pytest.raises(ValueError, match="other settings"):  # an older store (no stops) is not resumed with stops
+        L.build_listener_store(tmp_path / "plain.zarr", codec, 1, progress=False)
+        L.build_listener_store(tmp_path / "plain.zarr", codec, 2, progress=False, stops=True)
