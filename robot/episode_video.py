@@ -22,26 +22,9 @@ from typing import Any
 import numpy as np
 
 from envs import features as F
+from robot.reply import STOP_REPLY, agent_reply, slot_names, utterances
 
 FRAME_S = 0.08
-
-
-def agent_reply(task: str, slots_text: dict[str, str]) -> str:
-    """The agent's confirmation of what it understood, e.g. {"color": "red", "shape": "cube", "side": "left"}."""
-    if "color" not in slots_text or "shape" not in slots_text:
-        return "sorry, which object?"
-    obj = f"the {slots_text['color']} {slots_text['shape']}"
-    if task == "push" and "side" in slots_text:
-        return f"okay, {obj} to the {slots_text['side']}"
-    if task == "pick_place" and "target" in slots_text:
-        prep = "in" if slots_text["target"] == "bowl" else "on"
-        return f"okay, {obj} {prep} the {slots_text['target']}"
-    return f"okay, {obj}"
-
-
-def slot_names(slots, ids: list[int]) -> dict[str, str]:
-    return {s: slots.values[s][int(i)] for s, i in zip(slots.slots, ids, strict=True)
-            if int(i) >= 0 and int(i) < len(slots.values[s])}
 
 
 def replay(task: str, seed: int, actions: np.ndarray, image_size: int, view_size: tuple[int, int],
@@ -219,7 +202,9 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
     res = policy.rollout(task, [seed], split="train", hear=lambda i, t: heard,
                          correct=fix if correct_frame is not None else None)[0]
     names = slot_names(slots, heard)
-    reply = agent_reply(task, names)
+    # the agent's words: its own `text` stream when the policy has one (PolicyConfig.reply), else composed here
+    spoken = utterances(res["reply_ids"], policy.tok.reply) if "reply_ids" in res else None
+    reply = agent_reply(task, names) if spoken is None else (spoken[0][1] if spoken else "")  # "": it said nothing
     import torch
 
     from speech.tts import synthesize
@@ -230,25 +215,30 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
         with torch.no_grad():
             return codec.decode(codec.encode(torch.from_numpy(r)[None, None]))[0, 0].numpy()
 
-    reply_audio = through_codec(reply)
+    reply_audio = through_codec(reply) if reply else np.zeros(0, np.float32)
     listen_frames = int(np.ceil(len(said) / sr / FRAME_S)) + (listener.cfg.tail if listener is not None else 3)
     ep = replay(task, seed, res["actions"], policy.cfg.image_size, view_size, res["corrected_at"],
                 (correction.get("target") or "").split(" ")[-1] or None, halt=stop)
     heard_text = ", ".join(f"{k}={v}" for k, v in names.items())
-    captions = [(0, f'user: "{text}"'), (listen_frames, f'heard: {heard_text}   agent: "{reply}"')]
-    clips = [(0.0, said), (listen_frames * FRAME_S, reply_audio)]
+    first = listen_frames + (spoken[0][0] if spoken else 0)
+    captions = [(0, f'user: "{text}"'), (first, f'heard: {heard_text}   agent: "{reply}"')]
+    clips = [(0.0, said), (first * FRAME_S, reply_audio)]
     if res["corrected_at"] is not None:
         f = listen_frames + res["corrected_at"]
         captions.append((f, f'user: "{correction["text"]}"   heard: {correction["heard"]}'
-                            + ('   agent: "okay, stopping"' if stop else "")))
+                            + (f'   agent: "{STOP_REPLY}"' if stop and spoken is None else "")))
         clips.append((f * FRAME_S, correction["audio"]))
-        if stop:  # the agent answers as the user finishes
-            clips.append((f * FRAME_S + len(correction["audio"]) / sr, through_codec("okay, stopping")))
+        if stop and spoken is None:  # the agent answers as the user finishes
+            clips.append((f * FRAME_S + len(correction["audio"]) / sr, through_codec(STOP_REPLY)))
+    for frame, words in (spoken or [])[1:]:  # what the model said later (after a correction or a stop)
+        captions.append((listen_frames + frame, f'agent: "{words}"'))
+        clips.append(((listen_frames + frame) * FRAME_S, through_codec(words)))
     total_s = (listen_frames + len(ep["views"])) * FRAME_S
     title = (f"{task} seed {seed}, voice {v.name}: {'success' if ep['success'] else 'failure'} after "
              f"{len(ep['traces'])} frames")
     path = write_video(out, ep, listen_frames, captions, title, mix(total_s, clips, sr), sr)
     return {"path": str(path), "task": task, "seed": seed, "command": text, "voice": v.name, "heard": heard_text,
-            "reply": reply, "success": ep["success"], "rollout_success": res["success"], "frames": len(ep["traces"]),
+            "reply": reply, "reply_by": "template" if spoken is None else "model", "success": ep["success"],
+            "rollout_success": res["success"], "frames": len(ep["traces"]),
             "listen_frames": listen_frames, **({"correction": correction["text"], "corrected_at":
                                                 res["corrected_at"]} if correction else {})}

@@ -55,6 +55,7 @@ from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
 from robot.command import CommandSlots, CommandWords, slot_values
+from robot.reply import TEXT, ReplyWords, agent_reply, reply_frames, slot_names
 from robot.tokenizers import QuantileBins, UniformBins
 
 # (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
@@ -88,6 +89,7 @@ class PolicyConfig:
     command: str = "listen"  # COMMAND_LAYOUTS: "listen" (word stream, listening prefix) or "slots" (every frame)
     fuse_command: bool = False  # "slots" only: the slots also as constant one-hot planes beside the camera's RGB
     camera_norm: str = "unit"  # CAMERA_NORMS: "unit" (uint8 / 255) or "meanstd" (per-channel mean/std of the demos)
+    reply: bool = False  # "slots" only: the agent's own words as a predicted `text` stream (robot/reply.py)
 
     def __post_init__(self) -> None:
         if self.command not in COMMAND_LAYOUTS:
@@ -97,6 +99,8 @@ class PolicyConfig:
         if self.fuse_command and (self.command != "slots" or not self.camera):
             raise ValueError(f"fuse_command needs the slots layout and the camera, got command={self.command!r}, "
                              f"camera={self.camera}")
+        if self.reply and self.command != "slots":
+            raise ValueError(f"reply needs the slots layout, got command={self.command!r}")
         if self.action_bins < 2 or self.sensor_bins < 2:
             raise ValueError(f"action_bins and sensor_bins must be >= 2, got {self.action_bins}, {self.sensor_bins}")
         if not 8 <= self.image_size <= 512:
@@ -110,6 +114,7 @@ class PolicyTokenizers:
     touch: QuantileBins
     words: CommandWords
     slots: CommandSlots = dataclasses.field(default_factory=CommandSlots)
+    reply: ReplyWords = dataclasses.field(default_factory=ReplyWords)
 
     @classmethod
     def fit(cls, demos: EpisodeStore, cfg: PolicyConfig) -> PolicyTokenizers:
@@ -127,7 +132,7 @@ class PolicyTokenizers:
     def to_json(self) -> dict[str, Any]:
         return {"action": {"channels": self.action.channels, "bins": self.action.bins},
                 "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words,
-                "slots": self.slots.values}
+                "slots": self.slots.values, "reply": self.reply.words}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PolicyTokenizers:
@@ -135,7 +140,8 @@ class PolicyTokenizers:
             return cls(action=UniformBins(d["action"]["channels"], d["action"]["bins"], name="action bins"),
                        force=QuantileBins.from_json(d["force"]), touch=QuantileBins.from_json(d["touch"]),
                        words=CommandWords(d["words"]),
-                       slots=CommandSlots(d["slots"]) if "slots" in d else CommandSlots())  # older files: none
+                       slots=CommandSlots(d["slots"]) if "slots" in d else CommandSlots(),  # older files: none
+                       reply=ReplyWords(d["reply"]) if "reply" in d else ReplyWords())
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed policy tokenizers JSON: missing or bad {e}") from e
 
@@ -145,6 +151,8 @@ class PolicyTokenizers:
 
 def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
     specs = [spec_from_tokenizer(ACTION, tok.action, predicted=True)]
+    if cfg.reply:  # the agent's words, predicted after the action in each frame (PAD-heavy: PAD weighs half)
+        specs.append(spec_from_tokenizer(TEXT, tok.reply, predicted=True, pad_id=tok.reply.pad_id, pad_weight=0.5))
     if cfg.command == "slots":  # in view on every frame, read with the frame's observation
         specs.append(spec_from_tokenizer(COMMAND_SLOTS, tok.slots, same_frame=True))
     else:
@@ -209,11 +217,12 @@ def first_frames_loss(out: LMOutput, streams: StreamSet, frames: int = 3, weight
     layout; windows start at an episode's first frame). Why: the first decision (which object to go to) is one
     frame in ~35; once the expert moves, the next action is predictable from the history, so an unweighted loss
     barely asks for the decision (docs/robot.md, the diagnosis). `metrics["acc_first_xy"]`: dx/dy accuracy on
-    the first acting frame, the decision itself. weight 1 is `lm_loss` (plus that metric)."""
+    the first acting frame, the decision itself. weight 1 is `lm_loss` (plus that metric). The other predicted
+    streams (the agent's `text` with `PolicyConfig.reply`) add their `lm_loss` unweighted."""
     if frames < 1 or not weight > 0:
         raise ValueError(f"first_frames_loss needs frames >= 1 and weight > 0, got {frames}, {weight}")
-    if [s.name for s in streams.predicted] != [ACTION]:
-        raise ValueError(f"first_frames_loss is for policies predicting only {ACTION!r}")
+    if not streams.predicted or streams.predicted[0].name != ACTION:
+        raise ValueError(f"first_frames_loss is for policies predicting {ACTION!r} first")
     logits = out.logits[ACTION].float()  # [B, K, T, V]
     tgt, mask = out.targets[ACTION], out.mask[ACTION]  # [B, K, T]
     acting = mask.any(1)  # [B, T]
@@ -229,8 +238,17 @@ def first_frames_loss(out: LMOutput, streams: StreamSet, frames: int = 3, weight
         at1 = (acting & (rank == 1))[:, None, :] & mask  # [B, K, T]: the first acting frame
         xy = at1[:, :2]
         metrics = {"acc_first_xy": float(hit[:, :2][xy].float().mean()) if bool(xy.any()) else float("nan")}
-    return LossOutput(total=loss, per_stream={ACTION: float(loss.detach())},
-                      accuracy={ACTION: float(hit.sum()) / max(n, 1)}, tokens=n, metrics=metrics)
+    result = LossOutput(total=loss, per_stream={ACTION: float(loss.detach())},
+                        accuracy={ACTION: float(hit.sum()) / max(n, 1)}, tokens=n, metrics=metrics)
+    others = [sp for sp in streams.predicted if sp.name != ACTION]
+    if others:
+        from multistream.loss import lm_loss
+
+        rest = lm_loss(out, StreamSet(tuple(others)))
+        result = LossOutput(total=result.total + rest.total, per_stream={**result.per_stream, **rest.per_stream},
+                            accuracy={**result.accuracy, **rest.accuracy}, tokens=result.tokens + rest.tokens,
+                            metrics=metrics)
+    return result
 
 
 def command_planes_count(tok: PolicyTokenizers) -> int:
@@ -274,6 +292,8 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
         streams = StreamSet(tuple(dataclasses.replace(img, feature_shape=(*img.feature_shape[:2], RGB))
                                   if s.name == F.IMAGE_FRONT else s for s in streams))
     b = [StreamBinding(streams[ACTION], tokenizer=tok.action)]
+    if TEXT in streams:
+        b.append(StreamBinding(streams[TEXT], tokenizer=tok.reply))
     b += [StreamBinding(streams[k], tokenizer=t) for k, t in ((COMMAND, tok.words), (COMMAND_SLOTS, tok.slots))
           if k in streams]
     if F.IMAGE_FRONT in streams:
@@ -284,7 +304,7 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
 
 
 def obs_keys(streams: StreamSet) -> list[str]:
-    return [s.name for s in streams if s.name not in (ACTION, COMMAND, COMMAND_SLOTS)]
+    return [s.name for s in streams if s.name not in (ACTION, COMMAND, COMMAND_SLOTS, TEXT)]
 
 
 def listening_episode(demo: dict[str, np.ndarray], command: list[int], tok: PolicyTokenizers,
@@ -329,17 +349,27 @@ def corrected_slots(slots: CommandSlots, before: list[int], text: str) -> list[i
 
 
 def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizers, cfg: PolicyConfig,
-                    keys: list[str], correction: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], int]:
+                    keys: list[str], correction: dict[str, Any] | None = None,
+                    task: str = "") -> tuple[dict[str, np.ndarray], int]:
     """One demo episode commanded by `text` -> (store rows in the config's command layout, listening frames).
-    `correction` ({frame, text}, from the demo's metadata): from that frame on the slots are the corrected ones."""
+    `correction` ({frame, text}, from the demo's metadata): from that frame on the slots are the corrected ones.
+    With `cfg.reply`, the `text` stream holds the agent's reply to the command from frame 0 and to the correction
+    from its frame (`task` names the task the reply is about)."""
     if cfg.command == "slots":
-        rows = slots_episode(demo, tok.slots.ids(text), tok, keys)
+        before = tok.slots.ids(text)
+        rows = slots_episode(demo, before, tok, keys)
+        replies = [(0, agent_reply(task, slot_names(tok.slots, before)))]
         if correction is not None:
             k = int(correction["frame"])
             if not 0 < k < len(rows[ACTION]):
                 raise ValueError(f"correction at frame {k} outside the episode's {len(rows[ACTION])} frames")
-            after = corrected_slots(tok.slots, tok.slots.ids(text), correction["text"])
+            after = corrected_slots(tok.slots, before, correction["text"])
             rows[COMMAND_SLOTS][k:] = np.asarray(after, dtype=np.int16)
+            replies.append((k, agent_reply(task, slot_names(tok.slots, after))))
+        if cfg.reply:
+            if not task:
+                raise ValueError("a reply needs the episode's task")
+            rows[TEXT] = np.asarray(reply_frames(len(rows[ACTION]), replies, tok.reply), dtype=np.int16)
         return rows, 0
     if correction is not None:
         raise ValueError("mid-episode corrections need the slots layout (make_robot_data.py --command-every-frame)")
@@ -377,7 +407,7 @@ def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, 
     for i in tqdm(range(store.num_episodes, demos.num_episodes), desc="policy store", disable=not progress):
         meta = metas[i]
         arrays, listen = command_episode(demos.episode(i, keys + [ACTION]), meta["instruction"], tok, cfg, keys,
-                                         meta.get("correction"))
+                                         meta.get("correction"), task=meta["task"])
         store.append_episode(arrays, {**meta, "command": meta["instruction"], "listen_frames": listen,
                                       "demo_episode": i})
     return store
@@ -387,6 +417,8 @@ def store_attrs(tok: PolicyTokenizers, cfg: PolicyConfig) -> dict[str, Any]:
     """Attrs of a policy store: which tokenizers made its stored codes, and the fitted tokenizers themselves."""
     command = {COMMAND_SLOTS: tokenizer_record(tok.slots)} if cfg.command == "slots" else \
         {COMMAND: tokenizer_record(tok.words)}
+    if cfg.reply:
+        command[TEXT] = tokenizer_record(tok.reply)
     return {TOKENIZED_ATTR: {ACTION: tokenizer_record(tok.action), **command},
             "policy_tokenizers": tok.to_json(), "policy_config": dataclasses.asdict(cfg)}
 
@@ -464,6 +496,10 @@ class Policy:
         command input from this frame on (None: no change). The frame of the correction is returned as
         `corrected_at` (None if there was none).
 
+        A policy with the agent's `text` stream (`PolicyConfig.reply`) says its words while it acts: `reply` is
+        what it said (PAD skipped), `reply_ids` its token on every acting frame; `first_slots` are the slots it
+        started from (`slots` those it ended with).
+
         `intervene(i, obs, info, env)`: called before every acting frame of seed index `i` with the observation
         the action will be chosen from, the env's info of that state (privileged state included) and the env;
         it returns None (the policy acts) or an action [5] that is executed instead. The action is forced into
@@ -496,7 +532,8 @@ class Policy:
                 ids = list(hear(i, text)) if hear is not None else self.tok.slots.ids(text)
                 self._check_slots(ids, text)
             return {"i": i, "obs": obs, "info": info, "words": [] if slots else self.tok.words.ids(text), "heard": 0,
-                    "slots": ids, "command": text, "actions": [], "success": False, "corrected_at": None}
+                    "slots": ids, "command": text, "actions": [], "success": False, "corrected_at": None,
+                    "reply_ids": [], "first_slots": ids}
 
         from tqdm import tqdm
 
@@ -534,6 +571,8 @@ class Policy:
                     t0 = time.perf_counter()
                     command = {COMMAND_SLOTS: slots} if COMMAND_SLOTS in self.streams else {COMMAND: cmd}
                     inputs = {**self._obs_inputs(obs), **command, ACTION: act}
+                    if TEXT in self.streams:  # the agent's words: the model chooses them every frame
+                        inputs[TEXT] = torch.full((nb, 1), FREE_ID, dtype=torch.long)
                     if self.cfg.fuse_command:  # one frame: images [B, H, W, 3], slots [B, K]
                         fused = fuse_command({F.IMAGE_FRONT: inputs[F.IMAGE_FRONT][:, None], COMMAND_SLOTS:
                                               slots[:, :, None]}, self.streams, self.tok)
@@ -554,12 +593,17 @@ class Policy:
                         row["obs"], _, terminated, truncated, info = pool[r].step(a)
                         row["info"] = info
                         row["actions"].append(a)
+                        if TEXT in out.tokens:
+                            row["reply_ids"].append(int(out.tokens[TEXT][r, 0]))
                         row["success"] = row["success"] or bool(info["is_success"])
                         if terminated or truncated:
                             results[row["i"]] = {"seed": seeds[row["i"]], "success": row["success"],
                                                  "length": len(row["actions"]), "command": row["command"],
                                                  "slots": row["slots"], "corrected_at": row["corrected_at"],
-                                                 "actions": np.stack(row["actions"])}
+                                                 "actions": np.stack(row["actions"]),
+                                                 "first_slots": row["first_slots"],
+                                                 **({"reply": self.tok.reply.text(row["reply_ids"]),
+                                                     "reply_ids": row["reply_ids"]} if TEXT in self.streams else {})}
                             bar.update(1)
                             last_obs = row["obs"]
                             rows[r] = start(r)

@@ -21,7 +21,9 @@ and, for policies trained with "stop" corrections (a halt slot), at such a frame
 The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
 then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
-the 80 ms frame, the listener's compute as a fraction of the command's duration. Prints a table, writes eval.json
+the 80 ms frame, the listener's compute as a fraction of the command's duration; for a policy with the agent's
+own words (`make_robot_data.py --reply`), the share of episodes whose `text` stream says the reply word for word on
+the frames the demos say it ("reply right"). Prints a table, writes eval.json
 and eval.png (bar plot).
 """
 
@@ -118,6 +120,8 @@ def main() -> None:
         }
         if heard:
             results[cond]["command_accuracy"] = float(np.mean([h["understood"] for h in heard.values()]))
+        if "reply_ids" in res[0]:  # the agent's own words: said word for word on the frames the demos say them
+            results[cond]["reply_accuracy"] = float(np.mean([reply_ok(policy, args.task, r) for r in res]))
         if cond in CORRECTION:  # over the episodes that lasted until their correction
             done = [r for r in res if r["corrected_at"] is not None]
             results[cond]["corrected_episodes"] = len(done)
@@ -132,10 +136,13 @@ def main() -> None:
     if listen_rt:
         summary["listener_rt_median"] = float(np.median(listen_rt))
         (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9} {'understood':>11}")
+    says = any("reply_accuracy" in r for r in results.values())
+    print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9} {'understood':>11}"
+          + (f" {'reply right':>12}" if says else ""))
     for cond, r in results.items():
         acc = f"{r['command_accuracy']:11.1%}" if "command_accuracy" in r else f"{'':>11}"
-        print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}")
+        rep = f" {r['reply_accuracy']:12.1%}" if "reply_accuracy" in r else ""
+        print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}{rep}")
     print(f"policy frame (tokenizers + model step) for {args.batch} envs at once: {per_frame * 1000:.2f} ms = "
           f"{per_frame / FRAME_S:.1%} of the 80 ms frame ({torch.get_num_threads()} threads)")
 
@@ -157,6 +164,19 @@ def main() -> None:
         print(f"listener (codec encode + model) per spoken command: {np.median(listen_rt):.3f} of its duration "
               f"(median over {len(listen_rt)} commands)")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+
+
+def reply_ok(policy, task: str, r: dict) -> bool:
+    """Whether the episode's `text` stream is the reply the demos teach, frame for frame: the reply to the slots it
+    started from at frame 0, and to the slots after a correction or a stop from that frame, PAD elsewhere
+    (`robot.reply.reply_frames`)."""
+    from robot.reply import agent_reply, reply_frames, slot_names
+
+    tok = policy.tok
+    replies = [(0, agent_reply(task, slot_names(tok.slots, r["first_slots"])))]
+    if r["corrected_at"] is not None:
+        replies.append((r["corrected_at"], agent_reply(task, slot_names(tok.slots, r["slots"]))))
+    return reply_frames(len(r["reply_ids"]), replies, tok.reply) == r["reply_ids"]
 
 
 def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):

@@ -1,5 +1,5 @@
 """usage: python scripts/make_robot_data.py --demos runs/demos/touch.zarr --out data/robot/touch.zarr
-                                         [--command-every-frame]
+                                         [--command-every-frame [--reply]]
 
 Turns an expert demo store (`scripts/collect_demos.py`) into the policy's episode store: per episode a listening
 prefix (the instruction, one word per 80 ms frame, while the robot holds still) and then the demonstration's
@@ -10,6 +10,10 @@ store's attrs). Resumable: rerun with the same options to add the demo episodes 
 prefix and no word stream; the instruction's parsed slots (colour, shape, side, target) are stored on every frame
 as the input stream `command.slots`, and the robot acts from the first frame. Policies trained on such a store
 read the command that way (the layout travels in the store's and the checkpoint's policy config).
+
+`--reply` (with --command-every-frame): the agent's own words as a predicted `text` stream (robot/reply.py): its
+reply to the command ("okay, the red cube to the left") one word per frame from frame 0, and to a correction or a
+"stop" from that frame ("okay, the blue cube", "okay, stopping"); PAD on the other frames.
 """
 
 import argparse
@@ -29,12 +33,13 @@ def main() -> None:
     ap.add_argument("--no-camera", action="store_true", help="leave the camera stream out")
     ap.add_argument("--command-every-frame", action="store_true",
                     help="the command's parsed slots on every frame (stream command.slots), no listening prefix")
+    ap.add_argument("--reply", action="store_true", help="the agent's reply words as a predicted text stream")
     args = ap.parse_args()
     if not Path(args.demos).exists():
         sys.exit(f"error: no demo store at {args.demos} (make one with scripts/collect_demos.py)")
     try:
         cfg = PolicyConfig(action_bins=args.action_bins, sensor_bins=args.sensor_bins, camera=not args.no_camera,
-                           command="slots" if args.command_every_frame else "listen")
+                           command="slots" if args.command_every_frame else "listen", reply=args.reply)
         demos = EpisodeStore.open(args.demos)
         store = build_policy_store(demos, args.out, cfg)
     except ValueError as e:

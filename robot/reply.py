@@ -1,0 +1,135 @@
+"""The agent's spoken reply while it acts ("okay, the red cube to the left"): its words and the `text` stream.
+
+`agent_reply` composes the confirmation of what the robot understood from the command's slots; `ReplyWords` is the
+word tokenizer of the policy's own `text` stream (`PolicyConfig(reply=True)`): a closed vocabulary of every reply
+word with PAD at id 0, one word per 80 ms frame from the frame a command (or a correction, or a "stop") arrives,
+PAD on every other frame, as the chat model's monologue is laid out on its frames (`speech/monologue.py`). The
+policy predicts it beside the action, so the words it says come from the model, not from a template at run time;
+its audio is the agent voice's TTS of those words through the codec (`robot/episode_video.py`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from envs.instructions import SHAPE_WORDS, SIDE_WORDS, TARGET_WORDS
+from envs.scene import PALETTE
+
+TEXT = "text"  # the agent's words: the same stream name as the chat model's monologue
+PAD = "<pad>"
+STOP_REPLY = "okay, stopping"
+UNSURE_REPLY = "sorry, which object?"
+
+
+def agent_reply(task: str, slots_text: dict[str, str]) -> str:
+    """The agent's confirmation of what it understood, e.g. {"color": "red", "shape": "cube", "side": "left"};
+    "okay, stopping" once the halt slot says stop."""
+    if slots_text.get("halt") == "stop":
+        return STOP_REPLY
+    if "color" not in slots_text or "shape" not in slots_text:
+        return UNSURE_REPLY
+    obj = f"the {slots_text['color']} {slots_text['shape']}"
+    if task == "push" and "side" in slots_text:
+        return f"okay, {obj} to the {slots_text['side']}"
+    if task == "pick_place" and "target" in slots_text:
+        prep = "in" if slots_text["target"] == "bowl" else "on"
+        return f"okay, {obj} {prep} the {slots_text['target']}"
+    return f"okay, {obj}"
+
+
+def slot_names(slots, ids: list[int]) -> dict[str, str]:
+    """Slot ids of a `robot.command.CommandSlots` -> {slot: value name} of the filled ones."""
+    return {s: slots.values[s][int(i)] for s, i in zip(slots.slots, ids, strict=True)
+            if 0 <= int(i) < len(slots.values[s])}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def reply_vocabulary() -> list[str]:
+    """PAD, then every word a reply can hold, sorted."""
+    words = set(_words(f"okay the to in on {STOP_REPLY} {UNSURE_REPLY}"))
+    words.update(PALETTE)
+    words.update(SHAPE_WORDS)
+    words.update(SIDE_WORDS)
+    words.update(TARGET_WORDS)
+    return [PAD, *sorted(words)]
+
+
+class ReplyWords:
+    """Reply text <-> word ids (one codebook; PAD = 0)."""
+
+    def __init__(self, words: list[str] | None = None) -> None:
+        self.words = list(words) if words is not None else reply_vocabulary()
+        if not self.words or self.words[0] != PAD or len(set(self.words)) != len(self.words):
+            raise ValueError(f"reply words must start with {PAD!r} and be distinct, got {self.words[:5]}...")
+        self._index = {w: i for i, w in enumerate(self.words)}
+
+    frame_rate = property(lambda self: 12.5)
+    num_codebooks = property(lambda self: 1)
+    cardinality = property(lambda self: len(self.words))
+    pad_id = property(lambda self: 0)
+
+    @property
+    def fingerprint(self) -> str:
+        return "reply:" + ",".join(self.words)
+
+    def ids(self, text: str) -> list[int]:
+        out = []
+        for w in _words(text):
+            if w not in self._index:
+                raise ValueError(f"unknown reply word {w!r} in {text!r}")
+            out.append(self._index[w])
+        if not out:
+            raise ValueError(f"reply {text!r} has no words")
+        return out
+
+    def text(self, ids: list[int]) -> str:
+        """The words of `ids`, PAD skipped."""
+        for i in ids:
+            if not 0 <= int(i) < len(self.words):
+                raise ValueError(f"reply word id {i} outside [0, {len(self.words)})")
+        return " ".join(self.words[int(i)] for i in ids if int(i) != 0)
+
+    # Tokenizer protocol (codes [1, 1, N]) for check_tokenizer / spec_from_tokenizer
+    def encode(self, text: str):
+        import torch
+
+        return torch.tensor(self.ids(text))[None, None]
+
+    def decode(self, codes) -> str:
+        return self.text(codes.reshape(-1).tolist())
+
+
+def reply_frames(length: int, replies: list[tuple[int, str]], tok: ReplyWords) -> list[int]:
+    """The `text` stream of an episode of `length` frames: each (frame, reply) writes its words one per frame from
+    that frame on (a later reply cuts an earlier one short), PAD everywhere else."""
+    out = [tok.pad_id] * length
+    for start, (frame, reply) in enumerate(sorted(replies)):
+        ids = tok.ids(reply)
+        end = sorted(replies)[start + 1][0] if start + 1 < len(replies) else length
+        for j, w in enumerate(ids):
+            if frame + j >= min(end, length):
+                break
+            out[frame + j] = w
+    return out
+
+
+REPLY_STARTS = ("okay", "sorry")  # every reply begins with one of these
+
+
+def utterances(ids: list[int], tok: ReplyWords) -> list[tuple[int, str]]:
+    """A `text` stream (one id per frame) -> [(first frame, words)] of each reply: a run of words ends at PAD or
+    where the next reply begins ("okay ..." right after a reply a correction cut short)."""
+    out: list[tuple[int, str]] = []
+    start, words = None, []
+    for f, i in enumerate([*ids, tok.pad_id]):
+        w = tok.words[int(i)]
+        if start is not None and (int(i) == tok.pad_id or w in REPLY_STARTS):
+            out.append((start, " ".join(words)))
+            start, words = None, []
+        if int(i) != tok.pad_id:
+            start = f if start is None else start
+            words.append(w)
+    return out
