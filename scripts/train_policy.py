@@ -23,8 +23,9 @@ files must match the store's tokenizers), e.g. to fine-tune on a DAgger-aggregat
 `--dagger-frac F` then draws that share of every batch from the store's DAgger episodes, the rest from the demos.
 `--transfer` (with --init): the init is another task's policy (e.g. touch -> push): its weights start the run, this
 store's force/touch bins and normalisation are kept (the bins' embeddings adapt to their new edges). Its streams
-may differ from this store's (e.g. the halt slot of a store with "stop" corrections): the weights are then matched
-stream by stream (multistream.checkpoint.transfer_weights) and what is new starts from its initialisation.
+may differ from this store's (e.g. the halt slot of a store with "stop" corrections, or the agent's `text` stream of
+a --reply store): the weights are then matched stream by stream (multistream.checkpoint.transfer_weights) and what
+is new starts from its initialisation.
 
 `--first-weight W --first-frames N`: the first N acting frames of every episode weigh W times the others in the
 loss (robot.policy.first_frames_loss: the first decision, which object to go to, is otherwise one frame in ~35);
@@ -213,6 +214,8 @@ def run(args: argparse.Namespace) -> None:
         init_tok = PolicyTokenizers.from_json(json.loads((files / TOKENIZERS_FILE).read_text()))
         if args.transfer:  # another task: same streams and sizes; the force/touch bin edges may differ
             saved = json.loads((files / POLICY_FILE).read_text()) if (files / POLICY_FILE).is_file() else None
+            if saved is not None:  # a transfer may add the agent's words (its text stream starts new)
+                saved = {**saved, "reply": cfg.reply}
             if not same_config(saved, cfg):
                 raise ValueError(f"--init {init} --transfer: its policy settings ({saved}) differ from this run's "
                                  f"({dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command)")
