@@ -200,7 +200,6 @@ def run(args: argparse.Namespace) -> None:
         if not same_config(saved, cfg):
             raise ValueError(f"--resume: the run in {out} was made with other policy settings ({saved}, now "
                              f"{dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command, --camera-norm)")
-    save_policy_files(out, cfg, tok, binding)
 
     lm_cfg = model_config(cfg, streams, dropout=args.dropout)
     torch.manual_seed(args.seed)
@@ -222,7 +221,10 @@ def run(args: argparse.Namespace) -> None:
         elif init_tok.to_json() != tok.to_json():
             raise ValueError(f"--init {init}: its policy tokenizers differ from those of {args.store} (another "
                              "task's policy? add --transfer)")
-        if policy_streams(cfg, init_tok) == streams:
+        from multistream.checkpoint import config_from_dict, read_config
+        from multistream.lm import LMConfig
+
+        if config_from_dict(LMConfig, read_config(init)).streams == streams:  # the init's own streams
             load_weights(init, model)
         else:  # --transfer to other streams (e.g. a store with the "stop" halt slot): matched stream by stream
             from multistream.checkpoint import transfer_weights
@@ -230,6 +232,7 @@ def run(args: argparse.Namespace) -> None:
             rep = transfer_weights(init, model)
             print(f"--init {init}: its streams differ from {args.store}'s: {len(rep['copied'])} tensors copied, "
                   f"grown {rep['grown']}, new {rep['new']}")
+    save_policy_files(out, cfg, tok, binding)  # after the init loaded: a refused --init leaves no run behind
     if args.no_action_input:
         drop_action_input(model)
     print(f"policy: {model.num_parameters() / 1e6:.2f} M parameters; {len(train_eps)} train / {len(val_eps)} held-out "
