@@ -159,7 +159,8 @@ def robot_demo(ckpt: Path, out: Path, n: int, task: str, listener_ckpt: Path) ->
     listener = Listener.load(listener_ckpt)
     seed = 1000 + n  # a held-out seed the typed episodes did not use
     s = render_policy_episode(policy, task, seed, out / f"robot_{task}_{seed}", listener)
-    print(f"  spoken, seed {seed} ({s['voice']}): {s['command']!r} -> heard {s['heard']}; agent: {s['reply']!r}; "
+    says = "agent (its own text stream)" if s["reply_by"] == "model" else "agent (composed from the heard slots)"
+    print(f"  spoken, seed {seed} ({s['voice']}): {s['command']!r} -> heard {s['heard']}; {says}: {s['reply']!r}; "
           f"{'success' if s['success'] else 'failure'} after {s['frames']} frames -> {s['path']}")
     if task == "touch":  # and a spoken correction halfway to the first object
         seed += 1
