@@ -186,7 +186,8 @@ class TabletopEnv(gym.Env):
         moved = float(np.linalg.norm(self.ee_pos - self._halt_ref))
         if moved > self.HALT_TOL:
             return {"halt": -moved}, False, True
-        return {"halt": -moved}, since >= self.HALT_SETTLE + self.HALT_HOLD, since >= self.HALT_SETTLE + self.HALT_HOLD
+        held = since >= self.HALT_SETTLE + self.HALT_HOLD  # still, and long enough: success, and the end
+        return {"halt": -moved}, held, held
 
     # ---- gymnasium API --------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:

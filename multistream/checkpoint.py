@@ -236,17 +236,22 @@ def read_config(path: str | os.PathLike) -> dict:
     return cfg
 
 
+def _read_weights(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of `path`'s weights file (a clear error where it is missing or a swap was interrupted)."""
+    f = path / WEIGHTS_FILE
+    if not f.is_file():
+        _check_interrupted_swap(path)
+        raise FileNotFoundError(f"no checkpoint weights at {f}")
+    return _load_safetensors(f, device=str(map_location))
+
+
 def load_weights(path: str | os.PathLike, model: nn.Module, map_location: str | torch.device = "cpu",
                  allow_missing: bool = False) -> list[str]:
     """Load `model.safetensors` into `model`, requiring exactly the same keys and shapes; with `allow_missing` the
     model may have parameters the checkpoint lacks (e.g. a stream added after pretraining), which keep their
     initialisation. Returns those missing keys (always [] without `allow_missing`)."""
     path = Path(path)
-    f = path / WEIGHTS_FILE
-    if not f.is_file():
-        _check_interrupted_swap(path)
-        raise FileNotFoundError(f"no checkpoint weights at {f}")
-    state = _load_safetensors(f, device=str(map_location))
+    state = _read_weights(path, map_location)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -287,12 +292,8 @@ def transfer_weights(path: str | os.PathLike, model: nn.Module, map_location: st
     from multistream.lm import LMConfig
 
     path = Path(path)
-    f = path / WEIGHTS_FILE
-    if not f.is_file():
-        _check_interrupted_swap(path)
-        raise FileNotFoundError(f"no checkpoint weights at {f}")
+    state = _read_weights(path, map_location)
     src_streams = config_from_dict(LMConfig, read_config(path)).streams
-    state = _load_safetensors(f, device=str(map_location))
     dst_streams = model.cfg.streams
 
     def tables(ss) -> dict[str, tuple[str, int]]:

@@ -182,7 +182,7 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
     text = info["instruction"]
     said = speak_command(text, v, sample_rate=sr)
     slots = policy.tok.slots
-    heard = listener.slots.convert(listener.listen([said], task)[0], slots) if listener is not None else \
+    heard = listener.listen([said], task, to=slots)[0] if listener is not None else \
         Listener.keep_task_slots(slots.ids(text), task, slots)
     correction: dict[str, Any] = {}
 
@@ -193,8 +193,7 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
         c = apply_stop(env, rng, "train") if stop else apply_correction(env, rng, "train")
         audio = speak_command(c["text"], v, sample_rate=sr)
         hears = listener is not None and (not stop or "halt" in listener.slots.slots)
-        ids = listener.slots.convert(listener.listen([audio], "correction")[0], slots) if hears \
-            else slots.ids(c["text"])
+        ids = listener.listen([audio], "correction", to=slots)[0] if hears else slots.ids(c["text"])
         new = merge_slots(ids, before)
         correction.update(c, audio=audio, heard=slots.text(ids) + ("" if hears else " (typed)"))
         return new

@@ -299,10 +299,11 @@ class Listener:
         return self.codec.encode(torch.from_numpy(x)[None, None])[0]
 
     @torch.no_grad()
-    def listen(self, audios: list[np.ndarray], task: str) -> list[list[int]]:
+    def listen(self, audios: list[np.ndarray], task: str, to: CommandSlots | None = None) -> list[list[int]]:
         """Spoken commands -> slot ids per command (the full-sequence forward; `listen_streaming` is the same,
-        frame by frame)."""
-        return [self.listen_codes(self.codes(a), task) for a in audios]
+        frame by frame); with `to` (e.g. a policy's slots) in that layout (`CommandSlots.convert`)."""
+        heard = [self.listen_codes(self.codes(a), task) for a in audios]
+        return heard if to is None else [self.slots.convert(ids, to) for ids in heard]
 
     @torch.no_grad()
     def listen_codes(self, codes: torch.Tensor, task: str) -> list[int]:

@@ -55,7 +55,7 @@ from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
 from robot.command import CommandSlots, CommandWords, slot_values
-from robot.reply import TEXT, ReplyWords, agent_reply, reply_frames, slot_names
+from robot.reply import TEXT, ReplyWords, taught_reply
 from robot.tokenizers import QuantileBins, UniformBins
 
 # (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
@@ -358,18 +358,18 @@ def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizer
     if cfg.command == "slots":
         before = tok.slots.ids(text)
         rows = slots_episode(demo, before, tok, keys)
-        replies = [(0, agent_reply(task, slot_names(tok.slots, before)))]
+        k, after = None, None
         if correction is not None:
             k = int(correction["frame"])
             if not 0 < k < len(rows[ACTION]):
                 raise ValueError(f"correction at frame {k} outside the episode's {len(rows[ACTION])} frames")
             after = corrected_slots(tok.slots, before, correction["text"])
             rows[COMMAND_SLOTS][k:] = np.asarray(after, dtype=np.int16)
-            replies.append((k, agent_reply(task, slot_names(tok.slots, after))))
         if cfg.reply:
             if not task:
                 raise ValueError("a reply needs the episode's task")
-            rows[TEXT] = np.asarray(reply_frames(len(rows[ACTION]), replies, tok.reply), dtype=np.int16)
+            rows[TEXT] = np.asarray(taught_reply(task, tok.slots, tok.reply, len(rows[ACTION]), before, k, after),
+                                    dtype=np.int16)
         return rows, 0
     if correction is not None:
         raise ValueError("mid-episode corrections need the slots layout (make_robot_data.py --command-every-frame)")

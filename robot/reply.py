@@ -106,14 +106,23 @@ def reply_frames(length: int, replies: list[tuple[int, str]], tok: ReplyWords) -
     """The `text` stream of an episode of `length` frames: each (frame, reply) writes its words one per frame from
     that frame on (a later reply cuts an earlier one short), PAD everywhere else."""
     out = [tok.pad_id] * length
-    for start, (frame, reply) in enumerate(sorted(replies)):
-        ids = tok.ids(reply)
-        end = sorted(replies)[start + 1][0] if start + 1 < len(replies) else length
-        for j, w in enumerate(ids):
-            if frame + j >= min(end, length):
-                break
+    replies = sorted(replies)
+    for n, (frame, reply) in enumerate(replies):
+        end = min(replies[n + 1][0] if n + 1 < len(replies) else length, length)
+        for j, w in enumerate(tok.ids(reply)[: max(end - frame, 0)]):
             out[frame + j] = w
     return out
+
+
+def taught_reply(task: str, slots, tok: ReplyWords, length: int, first: list[int], corrected_at: int | None = None,
+                 after: list[int] | None = None) -> list[int]:
+    """The `text` stream a policy store teaches for an episode of `length` frames (and `eval_policy.py` checks): the
+    reply to the `first` slot ids (of `slots`, a `CommandSlots`) from frame 0 and, after a correction or a stop at
+    frame `corrected_at`, the reply to the slots `after` it from that frame."""
+    replies = [(0, agent_reply(task, slot_names(slots, first)))]
+    if corrected_at is not None:
+        replies.append((corrected_at, agent_reply(task, slot_names(slots, after))))
+    return reply_frames(length, replies, tok)
 
 
 REPLY_STARTS = ("okay", "sorry")  # every reply begins with one of these

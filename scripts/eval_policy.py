@@ -169,14 +169,12 @@ def main() -> None:
 def reply_ok(policy, task: str, r: dict) -> bool:
     """Whether the episode's `text` stream is the reply the demos teach, frame for frame: the reply to the slots it
     started from at frame 0, and to the slots after a correction or a stop from that frame, PAD elsewhere
-    (`robot.reply.reply_frames`)."""
-    from robot.reply import agent_reply, reply_frames, slot_names
+    (`robot.reply.taught_reply`, as the policy store lays it out)."""
+    from robot.reply import taught_reply
 
     tok = policy.tok
-    replies = [(0, agent_reply(task, slot_names(tok.slots, r["first_slots"])))]
-    if r["corrected_at"] is not None:
-        replies.append((r["corrected_at"], agent_reply(task, slot_names(tok.slots, r["slots"]))))
-    return reply_frames(len(r["reply_ids"]), replies, tok.reply) == r["reply_ids"]
+    return taught_reply(task, tok.slots, tok.reply, len(r["reply_ids"]), r["first_slots"], r["corrected_at"],
+                        r["slots"]) == r["reply_ids"]
 
 
 def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):
@@ -203,9 +201,8 @@ def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = F
         if listener is None:
             return want
         voice = voices[int(rng.integers(len(voices)))]
-        ids = listener.slots.convert(listener.listen([speak_command(c["text"], voice,
-                                                                    sample_rate=listener.codec.sample_rate)],
-                                                     "correction")[0], slots)
+        ids = listener.listen([speak_command(c["text"], voice, sample_rate=listener.codec.sample_rate)],
+                              "correction", to=slots)[0]
         got = merge_slots(ids, before)
         heard[i] = {"correction": c["text"], "voice": voice.name, "heard": slots.text(ids), "understood": got == want}
         return got
@@ -227,7 +224,7 @@ def make_hear(listener, policy, task: str, seeds: list[int], voice_split: str, h
         voice = voices[int(np.random.default_rng([seeds[i], 17]).integers(len(voices)))]
         audio = speak_command(text, voice, sample_rate=listener.codec.sample_rate)
         t0 = time.perf_counter()
-        ids = listener.slots.convert(listener.listen([audio], task)[0], policy.tok.slots)
+        ids = listener.listen([audio], task, to=policy.tok.slots)[0]
         rt.append((time.perf_counter() - t0) / (len(audio) / listener.codec.sample_rate))
         want = Listener.keep_task_slots(policy.tok.slots.ids(text), task, policy.tok.slots)
         heard[i] = {"voice": voice.name, "heard": policy.tok.slots.text(ids), "understood": ids == want}
