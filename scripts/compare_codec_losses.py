@@ -51,6 +51,16 @@ p.add_argument("--wave-weight", type=float, default=0.0)
 p.add_argument("--head", choices=["init", "seanet", "hnr", "seanet+hnr"], default="init",
                help="decoder output (speech.codec.config.HEADS); 'init' keeps --init's. Parts the init lacks (e.g. "
                     "the harmonic-plus-noise head added to a SEANet codec) start fresh and are listed")
+p.add_argument("--adversarial", action="store_true",
+               help="add the MS-STFT discriminator's adversarial + feature-matching losses (Mimi's; LossConfig "
+                    "adv_weight / feat_weight) to this arm")
+p.add_argument("--disc-lr", type=float, default=3e-4, help="the discriminator's learning rate (with --adversarial)")
+p.add_argument("--disc-scales", type=int, nargs="+", default=None,
+               help="STFT sizes of the discriminator's scales (default: the init's LossConfig.disc_scales)")
+p.add_argument("--disc-filters", type=int, default=None, help="the discriminator's conv width (default: the init's)")
+p.add_argument("--transformer-layers", type=int, default=None,
+               help="grow the bottleneck transformers (encoder and decoder) to this many layers: the init's layers "
+                    "are kept, the new ones are appended and start near identity (LayerScale)")
 p.add_argument("--ckpt-every", type=int, default=100)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
@@ -72,9 +82,20 @@ else:
     vocab = None
 cfg.loss.mel_weight, cfg.loss.stft_weight = args.mel_weight, args.stft_weight
 cfg.loss.phase_weight, cfg.loss.wave_weight = args.phase_weight, args.wave_weight
+cfg.loss.adversarial = cfg.loss.adversarial or args.adversarial
+if args.disc_scales:
+    cfg.loss.disc_scales = tuple(args.disc_scales)
+if args.disc_filters:
+    cfg.loss.disc_filters = args.disc_filters
 cfg.loss.__post_init__()  # validate the overrides
 if args.head != "init":
     cfg.head = args.head
+grow = args.transformer_layers is not None and args.transformer_layers != cfg.transformer.num_layers
+if grow:
+    if args.transformer_layers < cfg.transformer.num_layers:
+        raise SystemExit(f"--transformer-layers {args.transformer_layers} would drop layers of the init "
+                         f"({cfg.transformer.num_layers}); it can only grow them")
+    cfg.transformer.num_layers = args.transformer_layers
 cache = load_clip_cache(args.data)
 if vocab is None:
     vocab = PhoneVocab.from_labels(cache.labels, cfg.num_phones)
@@ -83,11 +104,12 @@ vocab.save(out / PHONES)
 torch.manual_seed(args.seed)
 codec = MimiCodec(cfg)
 if args.init:
-    fresh = load_weights(args.init, codec, allow_missing=args.head != "init")
+    fresh = load_weights(args.init, codec, allow_missing=args.head != "init" or grow)
     if fresh:
         print(f"not in --init, starting fresh: {sorted({k.split('.')[0] for k in fresh})} ({len(fresh)} tensors)")
 trainer = make_trainer(codec, ClipDataset(cache, vocab, args.segment_frames), out, args.steps, args.batch_size,
-                       lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed, ckpt_every=args.ckpt_every,
+                       lr=args.lr, disc_lr=args.disc_lr, warmup_steps=args.warmup_steps, seed=args.seed,
+                       ckpt_every=args.ckpt_every,
                        max_minutes=args.minutes, files={PHONES: out / PHONES})
 print(f"arm {out.name}: init={args.init or args.preset}, {len(cache)} clips ({cache.duration_s / 60:.1f} min), "
       f"loss {cfg.loss}")

@@ -183,6 +183,17 @@ class MimiCodec(StreamingModule):
             raise ValueError("codes have no frames (T = 0)")
         return self._decode_latent(self.quantizer.decode(codes.long()))
 
+    def decode_prefix(self, codes: Tensor) -> Tensor:
+        """The first K' <= K codebooks [B, K', T] -> audio [B, C, T * frame_size]: the RVQ's lower bitrate (as Mimi
+        decodes with fewer codebooks). `decode` keeps refusing a wrong codebook count; this says it on purpose."""
+        if not isinstance(codes, Tensor) or codes.dim() != 3 or not 1 <= codes.shape[1] <= self.num_codebooks:
+            got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            raise ValueError(f"codes must be [B, K', T] with 1 <= K' <= {self.num_codebooks}, got {got}")
+        check_codes(codes, codes.shape[1], self.cardinality)
+        if codes.shape[-1] == 0:
+            raise ValueError("codes have no frames (T = 0)")
+        return self._decode_latent(self.quantizer.decode(codes.long()))
+
     def semantic_features(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         """Codes [B, K, T] -> (semantic codebook output [B, T, D], acoustic codebooks' output [B, T, D])."""
         check_codes(codes, self.num_codebooks, self.cardinality)

@@ -82,3 +82,20 @@ def test_presets_bitrate():
     assert tiny().bitrate <= 1100
     m = preset("mimi")
     assert m.bitrate == pytest.approx(8 * math.log2(2048) * 12.5) == 1100
+
+
+def test_decode_prefix_is_the_rvq_at_a_lower_bitrate(codec):
+    torch.manual_seed(1)
+    codes = torch.randint(0, 1024, (1, 8, 3))
+    with torch.no_grad():
+        assert torch.equal(codec.decode_prefix(codes), codec.decode(codes))  # all codebooks: the same as decode
+        four = codec.decode_prefix(codes[:, :4])
+        # the first four codebooks' sum through the decoder, nothing of the other four
+        want = codec._decode_latent(codec.quantizer.decode(codes[:, :4]))
+    assert four.shape == (1, 1, 3 * 1920) and torch.equal(four, want)
+    with pytest.raises(ValueError, match="1 <= K' <= 8"):
+        codec.decode_prefix(torch.zeros(1, 9, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="1 <= K' <= 8"):
+        codec.decode_prefix(torch.zeros(1, 0, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="id 1024"):
+        codec.decode_prefix(torch.full((1, 2, 2), 1024))

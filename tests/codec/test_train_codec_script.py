@@ -99,3 +99,36 @@ def test_seed_refusal_overwrite_resume(tmp_path):
     assert p.returncode == 0, p.stderr
     assert (b / "notes.txt").read_text() == "mine"  # --overwrite deletes only what a run writes
     assert [r["step"] for r in read_metrics(b / METRICS_FILE)] == [1]
+
+
+def test_compare_arm_grows_the_transformers_and_adds_the_discriminator(tmp_path):
+    """compare_codec_losses.py --transformer-layers keeps the init's layers and appends new ones; --adversarial
+    trains the MS-STFT discriminator beside the codec (its loss is logged); shrinking is refused."""
+    from multistream.checkpoint import save_checkpoint
+    from speech.codec.config import tiny
+    from speech.codec.data import PhoneVocab
+    from speech.codec.model import MimiCodec
+
+    torch.manual_seed(0)
+    init = MimiCodec(tiny())
+    save_checkpoint(tmp_path / "init", init, init.cfg)
+    PhoneVocab.from_labels([["a", "e", "i"]], init.cfg.num_phones).save(tmp_path / "init" / "phones.json")
+    data = _cache(tmp_path / "c.npz")
+    script = ROOT / "scripts" / "compare_codec_losses.py"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    layers = init.cfg.transformer.num_layers
+    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "arm"), "--data", str(data), "--init",
+                        str(tmp_path / "init"), "--steps", "2", "--batch-size", "2", "--segment-frames", "2",
+                        "--transformer-layers", str(layers + 1), "--adversarial", "--disc-filters", "4",
+                        "--disc-scales", "256", "128"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "starting fresh: ['decoder_transformer', 'encoder_transformer']" in r.stdout
+    got = load_file(str(tmp_path / "arm" / "checkpoint" / "model.safetensors"))
+    grown = [k for k in got if f"transformer.layers.{layers}." in k]
+    assert grown and all(k.startswith(("encoder_transformer", "decoder_transformer")) for k in grown)
+    rows = read_metrics(tmp_path / "arm" / METRICS_FILE)
+    assert len(rows) == 2 and all("disc" in row and "loss/adv" in row for row in rows)
+    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "arm2"), "--data", str(data), "--init",
+                        str(tmp_path / "init"), "--steps", "1", "--transformer-layers", str(layers - 1)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "can only grow them" in r.stderr and "Traceback" not in r.stderr
