@@ -72,9 +72,10 @@ def mix(track_s: float, clips: list[tuple[float, np.ndarray]], sr: int) -> np.nd
 
 
 def write_video(path: str | Path, ep: dict[str, Any], listen_frames: int, captions: list[tuple[int, str]],
-                title: str, audio: np.ndarray, sr: int) -> Path:
+                title: str, audio: np.ndarray, sr: int, tail: int = 0) -> Path:
     """The episode as an MP4 (H.264 + AAC through ffmpeg): camera, overview, caption, force and action traces up to
-    the current frame. `captions`: (video frame from which it shows, text). Written atomically."""
+    the current frame. `captions`: (video frame from which it shows, text). `tail`: frames after the episode's end
+    (the last view held while the agent finishes speaking). Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +88,7 @@ def write_video(path: str | Path, ep: dict[str, Any], listen_frames: int, captio
     path.parent.mkdir(parents=True, exist_ok=True)
     fronts, views, traces = ep["fronts"], ep["views"], ep["traces"]
     n_act = len(traces)
-    total = listen_frames + len(views)
+    total = listen_frames + len(views) + tail
     force = np.stack([t["force"] for t in traces]) if traces else np.zeros((0, 6))
     act = np.stack([t["action"] for t in traces]) if traces else np.zeros((0, 5))
     tt = (listen_frames + np.arange(n_act)) * FRAME_S
@@ -171,6 +172,8 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
         raise ValueError("stop needs a correct_frame and a policy trained with 'stop' corrections (a halt slot); "
                          f"this one has the slots {policy.tok.slots.slots}")
     codec = listener.codec if listener is not None else (CodecFrames.load(codec_path) if codec_path else None)
+    if codec is None and policy.tok.voice is not None:  # a policy with its own voice brings its codec
+        codec = policy.tok.voice.codec
     if codec is None:
         raise ValueError("give a listener or a codec (the agent's reply goes through the codec)")
     sr = codec.sample_rate
@@ -214,30 +217,34 @@ def render_policy_episode(policy, task: str, seed: int, out: str | Path, listene
         with torch.no_grad():
             return codec.decode(codec.encode(torch.from_numpy(r)[None, None]))[0, 0].numpy()
 
-    reply_audio = through_codec(reply) if reply else np.zeros(0, np.float32)
+    voice = res.get("reply_audio")  # the policy's own voice (PolicyConfig.reply_audio): its audio.agent tokens
+    reply_audio = voice if voice is not None else (through_codec(reply) if reply else np.zeros(0, np.float32))
+    tail = policy.cfg.reply_tail if "reply_ids" in res else 0
     listen_frames = int(np.ceil(len(said) / sr / FRAME_S)) + (listener.cfg.tail if listener is not None else 3)
     ep = replay(task, seed, res["actions"], policy.cfg.image_size, view_size, res["corrected_at"],
                 (correction.get("target") or "").split(" ")[-1] or None, halt=stop)
     heard_text = ", ".join(f"{k}={v}" for k, v in names.items())
     first = listen_frames + (spoken[0][0] if spoken else 0)
     captions = [(0, f'user: "{text}"'), (first, f'heard: {heard_text}   agent: "{reply}"')]
-    clips = [(0.0, said), (first * FRAME_S, reply_audio)]
+    clips = [(0.0, said), ((listen_frames if voice is not None else first) * FRAME_S, reply_audio)]
     if res["corrected_at"] is not None:
         f = listen_frames + res["corrected_at"]
         captions.append((f, f'user: "{correction["text"]}"   heard: {correction["heard"]}'
                             + (f'   agent: "{STOP_REPLY}"' if stop and spoken is None else "")))
         clips.append((f * FRAME_S, correction["audio"]))
-        if stop and spoken is None:  # the agent answers as the user finishes
+        if stop and spoken is None and voice is None:  # the agent answers as the user finishes
             clips.append((f * FRAME_S + len(correction["audio"]) / sr, through_codec(STOP_REPLY)))
     for frame, words in (spoken or [])[1:]:  # what the model said later (after a correction or a stop)
         captions.append((listen_frames + frame, f'agent: "{words}"'))
-        clips.append(((listen_frames + frame) * FRAME_S, through_codec(words)))
-    total_s = (listen_frames + len(ep["views"])) * FRAME_S
+        if voice is None:  # (its own voice already says them)
+            clips.append(((listen_frames + frame) * FRAME_S, through_codec(words)))
+    total_s = (listen_frames + len(ep["views"]) + tail) * FRAME_S
     title = (f"{task} seed {seed}, voice {v.name}: {'success' if ep['success'] else 'failure'} after "
              f"{len(ep['traces'])} frames")
-    path = write_video(out, ep, listen_frames, captions, title, mix(total_s, clips, sr), sr)
+    path = write_video(out, ep, listen_frames, captions, title, mix(total_s, clips, sr), sr, tail=tail)
     return {"path": str(path), "task": task, "seed": seed, "command": text, "voice": v.name, "heard": heard_text,
-            "reply": reply, "reply_by": "template" if spoken is None else "model", "success": ep["success"],
+            "reply": reply, "reply_by": "template" if spoken is None else "model",
+            "voice_by": "model" if voice is not None else "tts+codec", "success": ep["success"],
             "rollout_success": res["success"], "frames": len(ep["traces"]),
             "listen_frames": listen_frames, **({"correction": correction["text"], "corrected_at":
                                                 res["corrected_at"]} if correction else {})}

@@ -11,6 +11,8 @@ Streams (all on the 12.5 Hz env clock; one env step per frame):
     observation.gripper       input       continuous [2], mean/std
     observation.force         input       6 codebooks, quantile bins fitted on the demos
     observation.touch         input       2 codebooks, quantile bins
+    text                      predicted   1 codebook, the agent's reply words (PolicyConfig.reply; robot/reply.py)
+    audio.agent               predicted   K codebooks of the codec, the agent's spoken reply (PolicyConfig.reply_audio)
 
 Every observation stream is `same_frame`: the action of frame t is predicted from the observation of frame t
 (observe, then act), and the action has no delay, so `Generator.step` returns it in the frame it is asked for.
@@ -55,7 +57,7 @@ from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
 from robot.command import CommandSlots, CommandWords, slot_values
-from robot.reply import TEXT, ReplyWords, taught_reply
+from robot.reply import AGENT_AUDIO, TEXT, ReplyVoice, ReplyWords, reply_frames, taught_replies
 from robot.tokenizers import QuantileBins, UniformBins
 
 # (seed index, observation, env info, env) -> None (the policy acts) or an action [5] executed instead
@@ -90,6 +92,8 @@ class PolicyConfig:
     fuse_command: bool = False  # "slots" only: the slots also as constant one-hot planes beside the camera's RGB
     camera_norm: str = "unit"  # CAMERA_NORMS: "unit" (uint8 / 255) or "meanstd" (per-channel mean/std of the demos)
     reply: bool = False  # "slots" only: the agent's own words as a predicted `text` stream (robot/reply.py)
+    reply_audio: int = 0  # with reply: codebooks of a predicted `audio.agent` stream saying them (0: none)
+    reply_tail: int = 0  # with reply: frames after the episode's end in which the robot only talks
 
     def __post_init__(self) -> None:
         if self.command not in COMMAND_LAYOUTS:
@@ -101,6 +105,11 @@ class PolicyConfig:
                              f"camera={self.camera}")
         if self.reply and self.command != "slots":
             raise ValueError(f"reply needs the slots layout, got command={self.command!r}")
+        if (self.reply_audio or self.reply_tail) and not self.reply:
+            raise ValueError(f"reply_audio and reply_tail need reply=True, got reply_audio={self.reply_audio}, "
+                             f"reply_tail={self.reply_tail}")
+        if self.reply_audio < 0 or self.reply_tail < 0:
+            raise ValueError(f"reply_audio and reply_tail must be >= 0, got {self.reply_audio}, {self.reply_tail}")
         if self.action_bins < 2 or self.sensor_bins < 2:
             raise ValueError(f"action_bins and sensor_bins must be >= 2, got {self.action_bins}, {self.sensor_bins}")
         if not 8 <= self.image_size <= 512:
@@ -115,11 +124,16 @@ class PolicyTokenizers:
     words: CommandWords
     slots: CommandSlots = dataclasses.field(default_factory=CommandSlots)
     reply: ReplyWords = dataclasses.field(default_factory=ReplyWords)
+    voice: ReplyVoice | None = None  # the agent's voice (PolicyConfig.reply_audio)
 
     @classmethod
-    def fit(cls, demos: EpisodeStore, cfg: PolicyConfig) -> PolicyTokenizers:
+    def fit(cls, demos: EpisodeStore, cfg: PolicyConfig, voice: ReplyVoice | None = None) -> PolicyTokenizers:
         """Quantile bins of force and touch fitted on every step of the demo store; the command slots gain the halt
-        slot when a demo holds a "stop" correction."""
+        slot when a demo holds a "stop" correction. `voice`: the agent's voice, needed by `cfg.reply_audio`."""
+        if bool(cfg.reply_audio) != (voice is not None) or (voice is not None and
+                                                              voice.num_codebooks != cfg.reply_audio):
+            raise ValueError(f"reply_audio={cfg.reply_audio} needs a ReplyVoice with that many codebooks "
+                             f"(got {None if voice is None else voice.num_codebooks})")
         force = np.concatenate([demos.episode(i, [F.FORCE])[F.FORCE] for i in range(demos.num_episodes)])
         touch = np.concatenate([demos.episode(i, [F.TOUCH])[F.TOUCH] for i in range(demos.num_episodes)])
         return cls(action=UniformBins(F.EE_DELTA_ACTION_DIM, cfg.action_bins, name="action bins"),
@@ -127,12 +141,14 @@ class PolicyTokenizers:
                    touch=QuantileBins.fit(touch, cfg.sensor_bins, name="touch bins"),
                    words=CommandWords(),
                    slots=CommandSlots(slot_values(halt=any((m.get("correction") or {}).get("stop")
-                                                           for m in demos.episode_metas()))))
+                                                           for m in demos.episode_metas()))),
+                   voice=voice)
 
     def to_json(self) -> dict[str, Any]:
         return {"action": {"channels": self.action.channels, "bins": self.action.bins},
                 "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words,
-                "slots": self.slots.values, "reply": self.reply.words}
+                "slots": self.slots.values, "reply": self.reply.words,
+                **({"voice": self.voice.to_json()} if self.voice is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PolicyTokenizers:
@@ -141,7 +157,8 @@ class PolicyTokenizers:
                        force=QuantileBins.from_json(d["force"]), touch=QuantileBins.from_json(d["touch"]),
                        words=CommandWords(d["words"]),
                        slots=CommandSlots(d["slots"]) if "slots" in d else CommandSlots(),  # older files: none
-                       reply=ReplyWords(d["reply"]) if "reply" in d else ReplyWords())
+                       reply=ReplyWords(d["reply"]) if "reply" in d else ReplyWords(),
+                       voice=ReplyVoice.from_json(d["voice"]) if "voice" in d else None)
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed policy tokenizers JSON: missing or bad {e}") from e
 
@@ -153,6 +170,11 @@ def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
     specs = [spec_from_tokenizer(ACTION, tok.action, predicted=True)]
     if cfg.reply:  # the agent's words, predicted after the action in each frame (PAD-heavy: PAD weighs half)
         specs.append(spec_from_tokenizer(TEXT, tok.reply, predicted=True, pad_id=tok.reply.pad_id, pad_weight=0.5))
+    if cfg.reply_audio:  # ... and its voice, after the words it says (no acoustic delay: one frame, one step)
+        if tok.voice is None or tok.voice.num_codebooks != cfg.reply_audio:
+            raise ValueError(f"reply_audio={cfg.reply_audio}: the policy tokenizers have no agent voice with that "
+                             "many codebooks")
+        specs.append(spec_from_tokenizer(AGENT_AUDIO, tok.voice, predicted=True))
     if cfg.command == "slots":  # in view on every frame, read with the frame's observation
         specs.append(spec_from_tokenizer(COMMAND_SLOTS, tok.slots, same_frame=True))
     else:
@@ -294,6 +316,8 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
     b = [StreamBinding(streams[ACTION], tokenizer=tok.action)]
     if TEXT in streams:
         b.append(StreamBinding(streams[TEXT], tokenizer=tok.reply))
+    if AGENT_AUDIO in streams:
+        b.append(StreamBinding(streams[AGENT_AUDIO], tokenizer=tok.voice))
     b += [StreamBinding(streams[k], tokenizer=t) for k, t in ((COMMAND, tok.words), (COMMAND_SLOTS, tok.slots))
           if k in streams]
     if F.IMAGE_FRONT in streams:
@@ -304,7 +328,7 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
 
 
 def obs_keys(streams: StreamSet) -> list[str]:
-    return [s.name for s in streams if s.name not in (ACTION, COMMAND, COMMAND_SLOTS, TEXT)]
+    return [s.name for s in streams if s.name not in (ACTION, COMMAND, COMMAND_SLOTS, TEXT, AGENT_AUDIO)]
 
 
 def listening_episode(demo: dict[str, np.ndarray], command: list[int], tok: PolicyTokenizers,
@@ -354,7 +378,9 @@ def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizer
     """One demo episode commanded by `text` -> (store rows in the config's command layout, listening frames).
     `correction` ({frame, text}, from the demo's metadata): from that frame on the slots are the corrected ones.
     With `cfg.reply`, the `text` stream holds the agent's reply to the command from frame 0 and to the correction
-    from its frame (`task` names the task the reply is about)."""
+    from its frame (`task` names the task the reply is about); with `cfg.reply_audio` the `audio.agent` stream says
+    it (`tok.voice`); `cfg.reply_tail` frames follow the demo's end, in which the robot holds still (no action
+    target, the last observation repeated) and only talks."""
     if cfg.command == "slots":
         before = tok.slots.ids(text)
         rows = slots_episode(demo, before, tok, keys)
@@ -368,13 +394,25 @@ def command_episode(demo: dict[str, np.ndarray], text: str, tok: PolicyTokenizer
         if cfg.reply:
             if not task:
                 raise ValueError("a reply needs the episode's task")
-            rows[TEXT] = np.asarray(taught_reply(task, tok.slots, tok.reply, len(rows[ACTION]), before, k, after),
-                                    dtype=np.int16)
+            if cfg.reply_tail:
+                rows = talking_tail(rows, cfg.reply_tail)
+            replies = taught_replies(task, tok.slots, before, k, after)
+            rows[TEXT] = np.asarray(reply_frames(len(rows[ACTION]), replies, tok.reply), dtype=np.int16)
+            if cfg.reply_audio:
+                rows[AGENT_AUDIO] = tok.voice.frames(len(rows[ACTION]), replies)
         return rows, 0
     if correction is not None:
         raise ValueError("mid-episode corrections need the slots layout (make_robot_data.py --command-every-frame)")
     words = tok.words.ids(text)
     return listening_episode(demo, words, tok, keys), len(words)
+
+
+def talking_tail(rows: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
+    """`frames` rows after an episode's last: every stream repeats its last row, except the action (ZERO_ID: no
+    target, nothing asked of the model)."""
+    out = {k: np.concatenate([v, np.repeat(v[-1:], frames, axis=0)]) for k, v in rows.items()}
+    out[ACTION][-frames:] = ZERO_ID
+    return out
 
 
 def same_config(stored: dict[str, Any] | None, cfg: PolicyConfig) -> bool:
@@ -385,9 +423,11 @@ def same_config(stored: dict[str, Any] | None, cfg: PolicyConfig) -> bool:
         return False
 
 
-def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, progress: bool = True) -> EpisodeStore:
+def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, progress: bool = True,
+                       voice: ReplyVoice | None = None) -> EpisodeStore:
     """Demo store (`scripts/collect_demos.py`) -> policy store (listening prefix + acting frames per episode).
-    Resumable: an existing `out` keeps its tokenizers and receives the demo episodes it does not have yet."""
+    Resumable: an existing `out` keeps its tokenizers and receives the demo episodes it does not have yet.
+    `voice`: the agent's voice (`cfg.reply_audio`; a resumed store reloads its own)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -400,7 +440,7 @@ def build_policy_store(demos: EpisodeStore, out: str | Path, cfg: PolicyConfig, 
                              f"{dataclasses.asdict(cfg)}; use the same options or another --out")
         tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
     else:
-        tok = PolicyTokenizers.fit(demos, cfg)
+        tok = PolicyTokenizers.fit(demos, cfg, voice)
         store = EpisodeStore.create(out, fps=demos.fps, attrs={**store_attrs(tok, cfg), "demos": str(demos.path)})
     keys = obs_keys(policy_streams(cfg, tok))
     metas = demos.episode_metas()
@@ -419,6 +459,8 @@ def store_attrs(tok: PolicyTokenizers, cfg: PolicyConfig) -> dict[str, Any]:
         {COMMAND: tokenizer_record(tok.words)}
     if cfg.reply:
         command[TEXT] = tokenizer_record(tok.reply)
+    if cfg.reply_audio:
+        command[AGENT_AUDIO] = tokenizer_record(tok.voice)
     return {TOKENIZED_ATTR: {ACTION: tokenizer_record(tok.action), **command},
             "policy_tokenizers": tok.to_json(), "policy_config": dataclasses.asdict(cfg)}
 
@@ -497,8 +539,11 @@ class Policy:
         `corrected_at` (None if there was none).
 
         A policy with the agent's `text` stream (`PolicyConfig.reply`) says its words while it acts: `reply` is
-        what it said (PAD skipped), `reply_ids` its token on every acting frame; `first_slots` are the slots it
-        started from (`slots` those it ended with).
+        what it said (PAD skipped), `reply_ids` its token on every acting frame and on the `reply_tail` frames after
+        the episode's end (the env is done; the robot only talks); `first_slots` are the slots it started from
+        (`slots` those it ended with). With `reply_audio` it also speaks: `reply_codes` [K, frames] are its
+        `audio.agent` tokens on those frames and `reply_audio` [frames * frame_size] their decoded audio (float32
+        at `tok.voice.sample_rate`).
 
         `intervene(i, obs, info, env)`: called before every acting frame of seed index `i` with the observation
         the action will be chosen from, the env's info of that state (privileged state included) and the env;
@@ -533,7 +578,21 @@ class Policy:
                 self._check_slots(ids, text)
             return {"i": i, "obs": obs, "info": info, "words": [] if slots else self.tok.words.ids(text), "heard": 0,
                     "slots": ids, "command": text, "actions": [], "success": False, "corrected_at": None,
-                    "reply_ids": [], "first_slots": ids}
+                    "reply_ids": [], "reply_codes": [], "first_slots": ids, "tail": None}
+
+        talks = TEXT in self.streams
+        voice = AGENT_AUDIO in self.streams
+
+        def finish(row: dict) -> None:
+            res = {"seed": seeds[row["i"]], "success": row["success"], "length": len(row["actions"]),
+                   "command": row["command"], "slots": row["slots"], "corrected_at": row["corrected_at"],
+                   "actions": np.stack(row["actions"]), "first_slots": row["first_slots"]}
+            if talks:
+                res.update(reply=self.tok.reply.text(row["reply_ids"]), reply_ids=row["reply_ids"])
+            if voice:
+                codes = torch.stack(row["reply_codes"], dim=-1)  # [K, frames]
+                res.update(reply_codes=codes.numpy(), reply_audio=self.tok.voice.decode(codes[None])[0, 0].numpy())
+            results[row["i"]] = res
 
         from tqdm import tqdm
 
@@ -551,6 +610,9 @@ class Policy:
                     for r, row in enumerate(rows):
                         obs.append(row["obs"] if row is not None else last_obs)
                         if row is None:
+                            continue
+                        if row["tail"] is not None:  # a done episode's tail: it only talks (slots as they were)
+                            slots[r] = torch.tensor(row["slots"])
                             continue
                         if correct is not None and row["corrected_at"] is None:
                             new = correct(row["i"], len(row["actions"]), pool[r], list(row["slots"]))
@@ -571,8 +633,10 @@ class Policy:
                     t0 = time.perf_counter()
                     command = {COMMAND_SLOTS: slots} if COMMAND_SLOTS in self.streams else {COMMAND: cmd}
                     inputs = {**self._obs_inputs(obs), **command, ACTION: act}
-                    if TEXT in self.streams:  # the agent's words: the model chooses them every frame
+                    if talks:  # the agent's words (and voice): the model chooses them every frame
                         inputs[TEXT] = torch.full((nb, 1), FREE_ID, dtype=torch.long)
+                    if voice:
+                        inputs[AGENT_AUDIO] = torch.full((nb, self.tok.voice.num_codebooks), FREE_ID, dtype=torch.long)
                     if self.cfg.fuse_command:  # one frame: images [B, H, W, 3], slots [B, K]
                         fused = fuse_command({F.IMAGE_FRONT: inputs[F.IMAGE_FRONT][:, None], COMMAND_SLOTS:
                                               slots[:, :, None]}, self.streams, self.tok)
@@ -586,28 +650,34 @@ class Policy:
                         if row["heard"] < len(row["words"]):
                             row["heard"] += 1
                             continue
-                        c = codes[r : r + 1, :, None]  # [1, 5, 1]
-                        if int(c.min()) < 0 or int(c.max()) >= self.tok.action.bins:
-                            raise RuntimeError(f"policy produced an invalid action code {c.flatten().tolist()}")
-                        a = self.tok.action.decode(c)[0, 0].numpy().astype(np.float32)  # [5] in [-1, 1]
-                        row["obs"], _, terminated, truncated, info = pool[r].step(a)
-                        row["info"] = info
-                        row["actions"].append(a)
-                        if TEXT in out.tokens:
+                        if talks:
                             row["reply_ids"].append(int(out.tokens[TEXT][r, 0]))
-                        row["success"] = row["success"] or bool(info["is_success"])
-                        if terminated or truncated:
-                            results[row["i"]] = {"seed": seeds[row["i"]], "success": row["success"],
-                                                 "length": len(row["actions"]), "command": row["command"],
-                                                 "slots": row["slots"], "corrected_at": row["corrected_at"],
-                                                 "actions": np.stack(row["actions"]),
-                                                 "first_slots": row["first_slots"],
-                                                 **({"reply": self.tok.reply.text(row["reply_ids"]),
-                                                     "reply_ids": row["reply_ids"]} if TEXT in self.streams else {})}
-                            bar.update(1)
-                            last_obs = row["obs"]
-                            rows[r] = start(r)
-                            gen.reset([r])
+                        if voice:
+                            row["reply_codes"].append(out.tokens[AGENT_AUDIO][r].clone())
+                        if row["tail"] is None:  # acting: execute the action
+                            c = codes[r : r + 1, :, None]  # [1, 5, 1]
+                            if int(c.min()) < 0 or int(c.max()) >= self.tok.action.bins:
+                                raise RuntimeError(f"policy produced an invalid action code {c.flatten().tolist()}")
+                            a = self.tok.action.decode(c)[0, 0].numpy().astype(np.float32)  # [5] in [-1, 1]
+                            seen = row["obs"]
+                            row["obs"], _, terminated, truncated, info = pool[r].step(a)
+                            row["info"] = info
+                            row["actions"].append(a)
+                            row["success"] = row["success"] or bool(info["is_success"])
+                            if not (terminated or truncated):
+                                continue
+                            row["tail"] = self.cfg.reply_tail if talks else 0  # the env is done
+                            if row["tail"]:  # the tail repeats the last observation acted on, as the store does
+                                row["obs"] = seen
+                        else:
+                            row["tail"] -= 1
+                        if row["tail"] > 0:  # still talking
+                            continue
+                        finish(row)
+                        bar.update(1)
+                        last_obs = row["obs"]
+                        rows[r] = start(r)
+                        gen.reset([r])
         finally:
             bar.close()
             for env in pool:

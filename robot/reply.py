@@ -5,17 +5,27 @@ word tokenizer of the policy's own `text` stream (`PolicyConfig(reply=True)`): a
 word with PAD at id 0, one word per 80 ms frame from the frame a command (or a correction, or a "stop") arrives,
 PAD on every other frame, as the chat model's monologue is laid out on its frames (`speech/monologue.py`). The
 policy predicts it beside the action, so the words it says come from the model, not from a template at run time;
-its audio is the agent voice's TTS of those words through the codec (`robot/episode_video.py`).
+With `PolicyConfig(reply_audio=K)` the policy also says them: `ReplyVoice` is the tokenizer of a predicted
+`audio.agent` stream (the chat model's name for the agent's audio): the agent voice's TTS of each reply, placed at
+the reply's frame on the episode's timeline and encoded by the codec, the first K codebooks. The policy generates
+those tokens frame by frame like the chat model's agent audio; `ReplyVoice.decode` turns them into the audio the
+robot speaks. A reply takes longer to say than a short episode lasts, so such a policy keeps talking for
+`PolicyConfig.reply_tail` frames after the episode ends (the robot holds still; no action is asked).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from envs.instructions import SHAPE_WORDS, SIDE_WORDS, TARGET_WORDS
 from envs.scene import PALETTE
 
 TEXT = "text"  # the agent's words: the same stream name as the chat model's monologue
+AGENT_AUDIO = "audio.agent"  # the agent's voice: the same stream name as the chat model's agent audio
 PAD = "<pad>"
 STOP_REPLY = "okay, stopping"
 UNSURE_REPLY = "sorry, which object?"
@@ -114,15 +124,104 @@ def reply_frames(length: int, replies: list[tuple[int, str]], tok: ReplyWords) -
     return out
 
 
-def taught_reply(task: str, slots, tok: ReplyWords, length: int, first: list[int], corrected_at: int | None = None,
-                 after: list[int] | None = None) -> list[int]:
-    """The `text` stream a policy store teaches for an episode of `length` frames (and `eval_policy.py` checks): the
-    reply to the `first` slot ids (of `slots`, a `CommandSlots`) from frame 0 and, after a correction or a stop at
-    frame `corrected_at`, the reply to the slots `after` it from that frame."""
+def taught_replies(task: str, slots, first: list[int], corrected_at: int | None = None,
+                   after: list[int] | None = None) -> list[tuple[int, str]]:
+    """[(frame, reply)] a policy store teaches: the reply to the `first` slot ids (of `slots`, a `CommandSlots`) at
+    frame 0 and, after a correction or a stop at frame `corrected_at`, the reply to the slots `after` it."""
     replies = [(0, agent_reply(task, slot_names(slots, first)))]
     if corrected_at is not None:
         replies.append((corrected_at, agent_reply(task, slot_names(slots, after))))
-    return reply_frames(length, replies, tok)
+    return replies
+
+
+def taught_reply(task: str, slots, tok: ReplyWords, length: int, first: list[int], corrected_at: int | None = None,
+                 after: list[int] | None = None) -> list[int]:
+    """The `text` stream a policy store teaches for an episode of `length` frames (and `eval_policy.py` checks):
+    `taught_replies` laid out by `reply_frames`."""
+    return reply_frames(length, taught_replies(task, slots, first, corrected_at, after), tok)
+
+
+class ReplyVoice:
+    """The agent's voice as a token stream (`audio.agent`): replies spoken by the agent voice (TTS), laid on the
+    episode's frames and encoded by a codec, its first `codebooks` codebooks. `codec`: a `speech.streams.CodecFrames`;
+    `path`: where it was loaded from (saved with the policy's tokenizers, so that a policy finds its codec)."""
+
+    def __init__(self, codec, codebooks: int, path: str | Path) -> None:
+        if not 1 <= codebooks <= codec.num_codebooks:
+            raise ValueError(f"reply audio codebooks must be in [1, {codec.num_codebooks}] for this codec, got "
+                             f"{codebooks}")
+        self.codec, self.codebooks, self.path = codec, int(codebooks), str(path)
+        self._speech: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, codebooks: int) -> ReplyVoice:
+        from speech.streams import CodecFrames
+
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"no codec checkpoint at {path} (the agent's voice goes through it)")
+        return cls(CodecFrames.load(path), codebooks, path)
+
+    frame_rate = property(lambda self: self.codec.frame_rate)
+    num_codebooks = property(lambda self: self.codebooks)
+    cardinality = property(lambda self: self.codec.cardinality)
+    sample_rate = property(lambda self: self.codec.sample_rate)
+    frame_size = property(lambda self: self.codec.frame_size)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.codec.fingerprint}:first{self.codebooks}"
+
+    def to_json(self) -> dict:
+        return {"codec": self.path, "fingerprint": self.fingerprint, "codebooks": self.codebooks}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ReplyVoice:
+        voice = cls.load(d["codec"], int(d["codebooks"]))
+        if voice.fingerprint != d["fingerprint"]:
+            raise ValueError(f"the codec at {d['codec']} is not the one this policy's agent voice was made with "
+                             f"({voice.fingerprint} != {d['fingerprint']})")
+        return voice
+
+    def speech(self, reply: str) -> np.ndarray:
+        """The agent voice saying `reply` at the codec's sample rate (float32 [N]; cached)."""
+        if reply not in self._speech:
+            from speech.tts import synthesize
+            from speech.voices import AGENT_VOICE
+
+            syn = synthesize(reply, AGENT_VOICE)
+            if syn.sample_rate != self.sample_rate:
+                raise ValueError(f"TTS gives {syn.sample_rate} Hz, the codec needs {self.sample_rate} Hz")
+            self._speech[reply] = np.asarray(syn.audio, dtype=np.float32)
+        return self._speech[reply]
+
+    def waveform(self, length: int, replies: list[tuple[int, str]]) -> np.ndarray:
+        """[length * frame_size] samples: each (frame, reply) spoken from the start of its frame; a later reply cuts
+        an earlier one short (the robot starts its new answer); silence elsewhere."""
+        n = self.frame_size
+        out = np.zeros(length * n, np.float32)
+        replies = sorted(replies)
+        for j, (frame, reply) in enumerate(replies):
+            end = min(replies[j + 1][0] if j + 1 < len(replies) else length, length) * n
+            x = self.speech(reply)[: max(end - frame * n, 0)]
+            out[frame * n: frame * n + len(x)] = x
+        return out
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, 1, N] (N a whole number of frames) -> codes [B, codebooks, N / frame_size]."""
+        with torch.no_grad():
+            return self.codec.encode(audio)[:, : self.codebooks]
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, codebooks, T] -> audio [B, 1, T * frame_size]."""
+        if codes.dim() != 3 or codes.shape[1] != self.codebooks:
+            raise ValueError(f"reply audio codes must be [B, {self.codebooks}, T], got {tuple(codes.shape)}")
+        with torch.no_grad():
+            return self.codec.codec.decode_prefix(codes)
+
+    def frames(self, length: int, replies: list[tuple[int, str]]) -> np.ndarray:
+        """The `audio.agent` stream of an episode of `length` frames: codes [length, codebooks] (store rows)."""
+        audio = torch.from_numpy(self.waveform(length, replies))[None, None]
+        return self.encode(audio)[0].T.numpy().astype(np.int16)
 
 
 REPLY_STARTS = ("okay", "sorry")  # every reply begins with one of these

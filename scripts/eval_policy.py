@@ -23,8 +23,11 @@ then acts on; no text is read. Success rate per condition, mean episode length, 
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
 the 80 ms frame, the listener's compute as a fraction of the command's duration; for a policy with the agent's
 own words (`make_robot_data.py --reply`), the share of episodes whose `text` stream says the reply word for word on
-the frames the demos say it ("reply right"). Prints a table, writes eval.json
-and eval.png (bar plot).
+the frames the demos say it ("reply right"); for one that also speaks them (`--reply-audio`), the share of its
+`audio.agent` tokens equal to those the demos teach on the same frames ("voice right"), and an independent
+recognizer's word error rate (pocketsphinx, speech/asr.py) on the decoded voice of the first `--judge-voice`
+episodes of each condition against the taught reply's words, beside the same recognizer on the clean TTS of those
+replies ("voice WER (clean)"). Prints a table, writes eval.json and eval.png (bar plot).
 """
 
 import argparse
@@ -55,11 +58,15 @@ def main() -> None:
                     help="default: the text conditions, and the speech ones with --listener")
     ap.add_argument("--listener", default=None, help="listener checkpoint (scripts/train_listener.py): spoken commands")
     ap.add_argument("--batch", type=int, default=8, help="envs stepped together")
+    ap.add_argument("--judge-voice", type=int, default=20, metavar="N",
+                    help="episodes per condition whose spoken reply the recognizer transcribes (policies with a "
+                         "voice; 0: none)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None, help="output directory (default: <ckpt>/../eval)")
     args = ap.parse_args()
-    if args.seeds < 1 or args.batch < 1:
-        ap.error(f"--seeds and --batch must be >= 1, got {args.seeds}, {args.batch}")
+    if args.seeds < 1 or args.batch < 1 or args.judge_voice < 0:
+        ap.error(f"--seeds and --batch must be >= 1 and --judge-voice >= 0, got {args.seeds}, {args.batch}, "
+                 f"{args.judge_voice}")
     if args.conditions is None:
         args.conditions = list(CONDITIONS) + (list(SPEECH) if args.listener else [])
     if any(c in SPEECH or c.endswith("-speech") for c in args.conditions) and not args.listener:
@@ -122,6 +129,10 @@ def main() -> None:
             results[cond]["command_accuracy"] = float(np.mean([h["understood"] for h in heard.values()]))
         if "reply_ids" in res[0]:  # the agent's own words: said word for word on the frames the demos say them
             results[cond]["reply_accuracy"] = float(np.mean([reply_ok(policy, args.task, r) for r in res]))
+        if "reply_codes" in res[0]:  # ... and spoken: its voice tokens against the taught ones, and a recognizer
+            results[cond]["voice_accuracy"] = float(np.mean([voice_accuracy(policy, args.task, r) for r in res]))
+            if args.judge_voice:
+                results[cond].update(judge_voice(policy, args.task, res[: args.judge_voice]))
         if cond in CORRECTION:  # over the episodes that lasted until their correction
             done = [r for r in res if r["corrected_at"] is not None]
             results[cond]["corrected_episodes"] = len(done)
@@ -137,11 +148,16 @@ def main() -> None:
         summary["listener_rt_median"] = float(np.median(listen_rt))
         (out / "eval.json").write_text(json.dumps(summary, indent=2))
     says = any("reply_accuracy" in r for r in results.values())
+    speaks = any("voice_accuracy" in r for r in results.values())
+    judged = any("voice_wer" in r for r in results.values())
     print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9} {'understood':>11}"
-          + (f" {'reply right':>12}" if says else ""))
+          + (f" {'reply right':>12}" if says else "") + (f" {'voice right':>12}" if speaks else "")
+          + (f" {'voice WER (clean)':>18}" if judged else ""))
     for cond, r in results.items():
         acc = f"{r['command_accuracy']:11.1%}" if "command_accuracy" in r else f"{'':>11}"
         rep = f" {r['reply_accuracy']:12.1%}" if "reply_accuracy" in r else ""
+        rep += f" {r['voice_accuracy']:12.1%}" if "voice_accuracy" in r else ""
+        rep += f" {r['voice_wer']:9.2f} ({r['voice_wer_clean']:.2f})" if "voice_wer" in r else ""
         print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}{rep}")
     print(f"policy frame (tokenizers + model step) for {args.batch} envs at once: {per_frame * 1000:.2f} ms = "
           f"{per_frame / FRAME_S:.1%} of the 80 ms frame ({torch.get_num_threads()} threads)")
@@ -175,6 +191,38 @@ def reply_ok(policy, task: str, r: dict) -> bool:
     tok = policy.tok
     return taught_reply(task, tok.slots, tok.reply, len(r["reply_ids"]), r["first_slots"], r["corrected_at"],
                         r["slots"]) == r["reply_ids"]
+
+
+def taught_voice(policy, task: str, r: dict) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """The replies the demos teach for the episode (as `reply_ok` reads them) and their voice tokens [K, frames]."""
+    from robot.reply import taught_replies
+
+    tok = policy.tok
+    replies = taught_replies(task, tok.slots, r["first_slots"], r["corrected_at"], r["slots"])
+    return replies, tok.voice.frames(r["reply_codes"].shape[1], replies).T
+
+
+def voice_accuracy(policy, task: str, r: dict) -> float:
+    """Share of the episode's `audio.agent` tokens (every frame and codebook) equal to the ones the demos teach."""
+    return float((r["reply_codes"] == taught_voice(policy, task, r)[1]).mean())
+
+
+def judge_voice(policy, task: str, res: list[dict]) -> dict:
+    """pocketsphinx on the policy's decoded voice and on the clean TTS of the taught replies: word error rates
+    against the taught replies' words (the episode's whole talk: the command's reply, then a correction's)."""
+    from speech.asr import Recognizer, wer
+
+    asr = Recognizer()
+    voice = policy.tok.voice
+    e = ec = n = 0
+    for r in res:
+        replies, _ = taught_voice(policy, task, r)
+        ref = " ".join(text for _, text in replies)
+        clean = np.concatenate([voice.speech(text) for _, text in replies])
+        d, m = wer(ref, asr(r["reply_audio"], voice.sample_rate))
+        dc, _ = wer(ref, asr(clean, voice.sample_rate))
+        e, ec, n = e + d, ec + dc, n + m
+    return {"voice_wer": e / max(n, 1), "voice_wer_clean": ec / max(n, 1), "voice_judged": len(res)}
 
 
 def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):

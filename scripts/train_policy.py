@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> None:
         init_tok = PolicyTokenizers.from_json(json.loads((files / TOKENIZERS_FILE).read_text()))
         if args.transfer:  # another task: same streams and sizes; the force/touch bin edges may differ
             saved = json.loads((files / POLICY_FILE).read_text()) if (files / POLICY_FILE).is_file() else None
-            if saved is not None:  # a transfer may add the agent's words (its text stream starts new)
-                saved = {**saved, "reply": cfg.reply}
+            if saved is not None:  # a transfer may add the agent's words and voice (their streams start new)
+                saved = {**saved, "reply": cfg.reply, "reply_audio": cfg.reply_audio, "reply_tail": cfg.reply_tail}
             if not same_config(saved, cfg):
                 raise ValueError(f"--init {init} --transfer: its policy settings ({saved}) differ from this run's "
                                  f"({dataclasses.asdict(cfg)}); pass the same options (e.g. --fuse-command)")

@@ -121,3 +121,104 @@ def test_the_episode_video_says_the_models_own_words(reply_run, tmp_path):
     res = policy.rollout("touch", [seed], split="train")[0]  # the same episode (greedy, same seed and command)
     said = utterances(res["reply_ids"], policy.tok.reply)
     assert s["reply"] == (said[0][1] if said else "")
+
+
+# --- the agent's voice: a predicted audio.agent stream (PolicyConfig.reply_audio) and the talking tail -----------
+
+TAIL = 4
+
+
+@pytest.fixture(scope="module")
+def voice_run(tmp_path_factory):
+    if not HAVE_TTS:
+        pytest.skip("needs the TTS packages")
+    from robot.reply import ReplyVoice
+
+    tmp = tmp_path_factory.mktemp("voice")
+    make_codec(tmp / "codec")
+    collect(CollectConfig(task="touch", episodes=3, seed=10, image_size=32, correct_prob=0.5, correct_frames=(3, 4)),
+            tmp / "demos.zarr", progress=False)
+    demos = EpisodeStore.open(tmp / "demos.zarr")
+    cfg = PolicyConfig(image_size=32, d_model=64, num_layers=2, depth_d_model=32, depth_layers=1, command="slots",
+                       reply=True, reply_audio=2, reply_tail=TAIL)
+    store = build_policy_store(demos, tmp / "policy.zarr", cfg, progress=False,
+                               voice=ReplyVoice.load(tmp / "codec", 2))
+    return tmp, demos, store, cfg
+
+
+def test_the_store_speaks_the_replies_on_their_frames_and_talks_on_after_the_end(voice_run):
+    from multistream.streams import ZERO_ID
+    from robot.policy import ACTION
+    from robot.reply import AGENT_AUDIO, taught_replies
+
+    tmp, demos, store, cfg = voice_run
+    tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    assert tok.voice is not None and tok.voice.num_codebooks == 2
+    for i, m in enumerate(store.episode_metas()):
+        ep = store.episode(i, [TEXT, COMMAND_SLOTS, ACTION, AGENT_AUDIO])
+        n = len(demos.episode(i, [ACTION])[ACTION])
+        assert len(ep[ACTION]) == n + TAIL and (ep[ACTION][n:] == ZERO_ID).all() and (ep[ACTION][:n] >= 0).all()
+        k = m["correction"]["frame"] if m.get("correction") else None
+        replies = taught_replies("touch", tok.slots, ep[COMMAND_SLOTS][0].tolist(), k,
+                                 None if k is None else ep[COMMAND_SLOTS][k].tolist())
+        assert ep[AGENT_AUDIO].shape == (n + TAIL, 2)
+        assert (ep[AGENT_AUDIO] == tok.voice.frames(n + TAIL, replies)).all()
+        assert (ep[COMMAND_SLOTS][n:] == ep[COMMAND_SLOTS][n - 1]).all()  # the tail repeats the last slots
+    # the voice's waveform: each reply from its frame, a later one cutting the earlier short, silence elsewhere
+    fs = tok.voice.frame_size
+    w = tok.voice.waveform(12, [(0, "okay, the red cube"), (3, "okay, stopping")])
+    said = tok.voice.speech("okay, the red cube")
+    assert np.array_equal(w[: 3 * fs], said[: 3 * fs])
+    stop = tok.voice.speech("okay, stopping")[: 9 * fs]
+    assert np.array_equal(w[3 * fs: 3 * fs + len(stop)], stop) and not w[3 * fs + len(stop):].any()
+    with pytest.raises(ValueError, match="need reply=True"):
+        PolicyConfig(command="slots", reply_audio=2)
+    with pytest.raises(ValueError, match="codebooks"):
+        PolicyTokenizers.fit(demos, cfg)  # reply_audio without a voice
+
+
+def test_a_tiny_policy_learns_to_speak_its_reply_and_talks_after_the_episode(voice_run):
+    from robot.reply import taught_replies
+
+    tmp, demos, store, cfg = voice_run
+    streams, accuracy, policy = overfit_and_reload(
+        tmp, store, cfg, steps=300, loss_fn=lambda out, s: first_frames_loss(out, s, frames=3, weight=3.0))
+    assert [s.name for s in streams.predicted] == ["action", TEXT, "audio.agent"]
+    assert accuracy >= 0.9, accuracy
+    metas = [m for m in store.episode_metas() if not m.get("correction")]
+    res = policy.rollout("touch", [m["seed"] for m in metas], commands=[m["command"] for m in metas], batch_size=2)
+    voice = policy.tok.voice
+    hits = total = 0
+    for r, m in zip(res, metas, strict=True):
+        frames = r["length"] + TAIL  # it kept talking for the tail after the episode ended
+        assert len(r["reply_ids"]) == frames and r["reply_codes"].shape == (2, frames)
+        assert r["reply_audio"].shape == (frames * voice.frame_size,) and np.isfinite(r["reply_audio"]).all()
+        slots = policy.tok.slots.ids(m["command"])
+        want = voice.frames(frames, taught_replies("touch", policy.tok.slots, slots)).T  # [2, frames]
+        hits += int((r["reply_codes"] == want).sum())
+        total += want.size
+    assert hits / total >= 0.9, hits / total  # closed loop, it says what the demos taught, token by token
+    # eval_policy's "voice right" is that share per episode; a silent voice is not right
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_policy", Path(__file__).parents[2] / "scripts/eval_policy.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    assert np.mean([ev.voice_accuracy(policy, "touch", r) for r in res]) == pytest.approx(hits / total)
+    wrong = {**res[0], "reply_codes": np.zeros_like(res[0]["reply_codes"])}
+    assert ev.voice_accuracy(policy, "touch", wrong) < 0.5
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_the_episode_video_plays_the_policys_own_voice(voice_run, tmp_path):
+    from robot.episode_video import render_policy_episode
+    from robot.policy import Policy
+
+    tmp, demos, store, cfg = voice_run
+    if not (tmp / "ckpt" / "config.json").is_file():  # trained by the test above when it ran first
+        overfit_and_reload(tmp, store, cfg, steps=300,
+                           loss_fn=lambda out, s: first_frames_loss(out, s, frames=3, weight=3.0))
+    policy = Policy.load(tmp / "ckpt")
+    s = render_policy_episode(policy, "touch", store.episode_meta(0)["seed"], tmp_path / "ep", view_size=(48, 64))
+    assert s["voice_by"] == "model" and s["reply_by"] == "model" and (tmp_path / "ep.mp4").stat().st_size > 0
