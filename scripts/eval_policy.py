@@ -26,8 +26,9 @@ own words (`make_robot_data.py --reply`), the share of episodes whose `text` str
 the frames the demos say it ("reply right"); for one that also speaks them (`--reply-audio`), the share of its
 `audio.agent` tokens equal to those the demos teach on the same frames ("voice right"), and an independent
 recognizer's word error rate (pocketsphinx, speech/asr.py) on the decoded voice of the first `--judge-voice`
-episodes of each condition against the taught reply's words, beside the same recognizer on the clean TTS of those
-replies ("voice WER (clean)"). Prints a table, writes eval.json and eval.png (bar plot).
+episodes of each condition against the taught reply's words, beside the same recognizer on the taught tokens decoded
+(the codec's own loss) and on the clean TTS of those replies ("voice WER (taught, clean)"). Prints a table, writes
+eval.json and eval.png (bar plot).
 """
 
 import argparse
@@ -152,12 +153,13 @@ def main() -> None:
     judged = any("voice_wer" in r for r in results.values())
     print(f"{'condition':14} {'success':>8} {'episodes':>9} {'mean len':>9} {'understood':>11}"
           + (f" {'reply right':>12}" if says else "") + (f" {'voice right':>12}" if speaks else "")
-          + (f" {'voice WER (clean)':>18}" if judged else ""))
+          + (f" {'voice WER (taught, clean)':>26}" if judged else ""))
     for cond, r in results.items():
         acc = f"{r['command_accuracy']:11.1%}" if "command_accuracy" in r else f"{'':>11}"
         rep = f" {r['reply_accuracy']:12.1%}" if "reply_accuracy" in r else ""
         rep += f" {r['voice_accuracy']:12.1%}" if "voice_accuracy" in r else ""
-        rep += f" {r['voice_wer']:9.2f} ({r['voice_wer_clean']:.2f})" if "voice_wer" in r else ""
+        rep += (f" {r['voice_wer']:11.2f} ({r['voice_wer_codec']:.2f}, {r['voice_wer_clean']:.2f})"
+                if "voice_wer" in r else "")
         print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}{rep}")
     print(f"policy frame (tokenizers + model step) for {args.batch} envs at once: {per_frame * 1000:.2f} ms = "
           f"{per_frame / FRAME_S:.1%} of the 80 ms frame ({torch.get_num_threads()} threads)")
@@ -208,21 +210,27 @@ def voice_accuracy(policy, task: str, r: dict) -> float:
 
 
 def judge_voice(policy, task: str, res: list[dict]) -> dict:
-    """pocketsphinx on the policy's decoded voice and on the clean TTS of the taught replies: word error rates
+    """pocketsphinx on the policy's decoded voice, on the taught voice tokens decoded (the codec's own loss: what
+    the policy would say with every token right) and on the clean TTS of the taught replies: word error rates
     against the taught replies' words (the episode's whole talk: the command's reply, then a correction's)."""
+    import torch
+
     from speech.asr import Recognizer, wer
 
     asr = Recognizer()
     voice = policy.tok.voice
-    e = ec = n = 0
+    e = ec = et = n = 0
     for r in res:
-        replies, _ = taught_voice(policy, task, r)
+        replies, taught = taught_voice(policy, task, r)
         ref = " ".join(text for _, text in replies)
         clean = np.concatenate([voice.speech(text) for _, text in replies])
+        codec = voice.decode(torch.from_numpy(taught.astype(np.int64))[None])[0, 0].numpy()
         d, m = wer(ref, asr(r["reply_audio"], voice.sample_rate))
         dc, _ = wer(ref, asr(clean, voice.sample_rate))
-        e, ec, n = e + d, ec + dc, n + m
-    return {"voice_wer": e / max(n, 1), "voice_wer_clean": ec / max(n, 1), "voice_judged": len(res)}
+        dt, _ = wer(ref, asr(codec, voice.sample_rate))
+        e, ec, et, n = e + d, ec + dc, et + dt, n + m
+    return {"voice_wer": e / max(n, 1), "voice_wer_clean": ec / max(n, 1), "voice_wer_codec": et / max(n, 1),
+            "voice_judged": len(res)}
 
 
 def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):

@@ -56,6 +56,9 @@ class Recognizer:
         if len(x) < ASR_RATE // 10:
             return ""
         pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+        # every utterance from the same feature state: pocketsphinx carries its noise and cepstral-mean estimates
+        # over from the previous utterance, which made a transcript depend on what was recognised before it
+        self._dec.reinit_feat()
         self._dec.start_utt()
         self._dec.process_raw(pcm, full_utt=True)
         self._dec.end_utt()

@@ -120,6 +120,17 @@ def test_recognizer_hears_clean_speech():
     assert e2 > e + 2  # another sentence is heard as another sentence
     with pytest.raises(ValueError, match="mono"):
         asr(np.zeros((2, 100), np.float32), 24000)
+    # a transcript does not depend on what was recognised before it (a fresh recognizer hears the same)
+    from speech.voices import user_voices
+
+    red = synthesize("okay, the red cube", AGENT_VOICE)
+    first = Recognizer()(red.audio, red.sample_rate)
+    asr = Recognizer()
+    for t, v in (("okay, the blue cube", AGENT_VOICE), ("okay, stopping", AGENT_VOICE),
+                 ("what is the capital of france", user_voices("heldout")[0])):
+        x = synthesize(t, v)
+        asr(x.audio, x.sample_rate)
+    assert asr(red.audio, red.sample_rate) == first
 
 
 def test_eval_chat_script(recorded_dir, tmp_path):
