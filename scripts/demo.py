@@ -12,7 +12,8 @@ The project's two jobs on its committed checkpoints, in about two minutes on two
      closed loop at 12.5 Hz, with the env's typed command (training phrasings; eval_policy.py measures held-out
      ones): success and length per episode. Then one voice-commanded episode per task: the command spoken by a
      held-out voice, heard through the codec by the listener (checkpoints/listener), the policy acting on what it
-     heard, the agent's spoken confirmation; OUT/robot_<task>_<seed>.mp4 (render_episode.py --policy); for touch
+     heard, the agent's spoken confirmation (for touch in the policy's own voice: its audio.agent tokens decoded by
+     the codec); OUT/robot_<task>_<seed>.mp4 (render_episode.py --policy); for touch
      also one with a spoken correction ("no, the blue cube") at frame 3, and one where the user says "stop" at frame 3
      (typed to the policy: the listener has no halt slot yet) and the robot must hold still.
 
@@ -160,6 +161,7 @@ def robot_demo(ckpt: Path, out: Path, n: int, task: str, listener_ckpt: Path) ->
     seed = 1000 + n  # a held-out seed the typed episodes did not use
     s = render_policy_episode(policy, task, seed, out / f"robot_{task}_{seed}", listener)
     says = "agent (its own text stream)" if s["reply_by"] == "model" else "agent (composed from the heard slots)"
+    says += ", in its own voice (audio.agent tokens)" if s["voice_by"] == "model" else ", TTS through the codec"
     print(f"  spoken, seed {seed} ({s['voice']}): {s['command']!r} -> heard {s['heard']}; {says}: {s['reply']!r}; "
           f"{'success' if s['success'] else 'failure'} after {s['frames']} frames -> {s['path']}")
     if task == "touch":  # and a spoken correction halfway to the first object
