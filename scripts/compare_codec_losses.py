@@ -64,8 +64,11 @@ p.add_argument("--transformer-layers", type=int, default=None,
 p.add_argument("--ckpt-every", type=int, default=100)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 args = p.parse_args()
 user_errors_exit("compare_codec_losses.py")  # bad paths/values end in a one-line error, not a traceback
+if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+    raise SystemExit(f"--device {args.device}: this machine has no CUDA device")
 if args.steps < 1 or args.batch_size < 1 or args.segment_frames < 1:
     raise SystemExit(f"--steps/--batch-size/--segment-frames must be >= 1, got {args.steps}, {args.batch_size}, "
                      f"{args.segment_frames}")
@@ -110,7 +113,7 @@ if args.init:
 trainer = make_trainer(codec, ClipDataset(cache, vocab, args.segment_frames), out, args.steps, args.batch_size,
                        lr=args.lr, disc_lr=args.disc_lr, warmup_steps=args.warmup_steps, seed=args.seed,
                        ckpt_every=args.ckpt_every,
-                       max_minutes=args.minutes, files={PHONES: out / PHONES})
+                       max_minutes=args.minutes, files={PHONES: out / PHONES}, device=args.device)
 print(f"arm {out.name}: init={args.init or args.preset}, {len(cache)} clips ({cache.duration_s / 60:.1f} min), "
       f"loss {cfg.loss}")
 t0 = time.time()

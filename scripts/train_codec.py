@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adversarial", choices=["on", "off", "preset"], default="preset")
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a GPU run of the same recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     g = p.add_mutually_exclusive_group()
@@ -63,7 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         p.error(f"--minutes must be a finite number > 0, got {args.minutes}")
+    check_device(p, args.device)
     return args
+
+
+def check_device(p: argparse.ArgumentParser, device: str) -> None:
+    """A clear error for a device this machine does not have (before any data is read)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        p.error(f"--device {device!r} is not a device (cpu, cuda, cuda:N)")
+    if dev.type not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda[:N], got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {device}: this machine has no CUDA device (torch.cuda.is_available() is False)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     dataset = ClipDataset(cache, vocab, args.segment_frames)
     trainer = make_trainer(codec, dataset, out, args.steps, args.batch_size, lr=args.lr, disc_lr=args.disc_lr,
                            warmup_steps=args.warmup_steps, seed=args.seed, ckpt_every=args.ckpt_every,
-                           max_minutes=args.minutes, progress=not args.no_progress, files={PHONES: out / PHONES})
+                           max_minutes=args.minutes, progress=not args.no_progress, files={PHONES: out / PHONES},
+                           device=args.device)
     n_params = sum(p.numel() for p in codec.parameters())
     print(f"{args.preset}: {n_params / 1e6:.2f} M params, {cfg.bitrate:.0f} bps, {len(cache)} clips "
           f"({cache.duration_s / 60:.1f} min), adversarial={cfg.loss.adversarial}")

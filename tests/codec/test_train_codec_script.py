@@ -42,9 +42,13 @@ def _main():
 
 def test_argument_and_data_errors(tmp_path, capsys):
     main = _main()
-    for argv, msg in [(["--batch-size", "0"], "--batch-size must be >= 1"),
-                      (["--minutes", "nan"], "--minutes must be a finite number > 0"),
-                      (["--lr", "inf"], "--lr must be a finite number > 0")]:
+    cases = [(["--batch-size", "0"], "--batch-size must be >= 1"),
+             (["--minutes", "nan"], "--minutes must be a finite number > 0"),
+             (["--lr", "inf"], "--lr must be a finite number > 0"),
+             (["--device", "tpu"], "is not a device"), (["--device", "mps"], "--device must be cpu or cuda")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "has no CUDA device"))
+    for argv, msg in cases:
         with pytest.raises(SystemExit) as e:
             main([*argv, "--out", str(tmp_path / "r")])
         assert e.value.code == 2 and msg in capsys.readouterr().err
