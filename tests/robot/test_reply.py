@@ -3,6 +3,7 @@ out on the episode's frames (the command's reply from frame 0, a correction's or
 tiny policy that learns to say the reply while it acts and says it closed loop."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,27 @@ from robot.reply import PAD, STOP_REPLY, TEXT, ReplyWords, agent_reply, reply_fr
 
 from ..speech.conftest import HAVE_TTS, make_codec
 from .test_policy import overfit_and_reload
+
+
+def eval_policy_script():
+    """scripts/eval_policy.py as a module (its reply and voice checks)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_policy", Path(__file__).parents[2] / "scripts/eval_policy.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    return ev
+
+
+def trained_policy(tmp, store, cfg, steps):
+    """The tiny policy the learning test trained in `tmp` (trained here when that test did not run first)."""
+    from robot.policy import Policy
+
+    if not (tmp / "ckpt" / "config.json").is_file():
+        overfit_and_reload(tmp, store, cfg, steps=steps,
+                           loss_fn=lambda out, s: first_frames_loss(out, s, frames=3, weight=3.0))
+    return Policy.load(tmp / "ckpt")
 
 
 def test_reply_words_round_trip_and_refuse_unknown_words():
@@ -93,12 +115,7 @@ def test_a_tiny_policy_learns_to_say_its_reply_while_acting(reply_run):
         n = min(len(want), r["length"])
         assert r["reply_ids"][:n] == want[:n], (r["reply"], want)  # said from the first acting frame, word by word
     # eval_policy's "reply right": the whole stream, frame for frame, as the demos lay it out
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("eval_policy", Path(__file__).parents[2] / "scripts/eval_policy.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    ev = eval_policy_script()
     assert all(ev.reply_ok(policy, "touch", r) for r in res), [r["reply_ids"] for r in res]
     wrong = {**res[0], "reply_ids": [policy.tok.reply.pad_id] * len(res[0]["reply_ids"])}
     assert not ev.reply_ok(policy, "touch", wrong)
@@ -107,13 +124,9 @@ def test_a_tiny_policy_learns_to_say_its_reply_while_acting(reply_run):
 @pytest.mark.skipif(not HAVE_TTS or shutil.which("ffmpeg") is None, reason="needs TTS packages and ffmpeg")
 def test_the_episode_video_says_the_models_own_words(reply_run, tmp_path):
     from robot.episode_video import render_policy_episode
-    from robot.policy import Policy
 
     tmp, demos, store, cfg = reply_run
-    if not (tmp / "ckpt" / "config.json").is_file():  # trained by the test above when it ran first
-        overfit_and_reload(tmp, store, cfg, steps=250,
-                           loss_fn=lambda out, s: first_frames_loss(out, s, frames=3, weight=3.0))
-    policy = Policy.load(tmp / "ckpt")
+    policy = trained_policy(tmp, store, cfg, steps=250)
     make_codec(tmp_path / "codec")
     seed = store.episode_meta(0)["seed"]
     s = render_policy_episode(policy, "touch", seed, tmp_path / "ep", view_size=(48, 64), codec_path=tmp_path / "codec")
@@ -135,14 +148,15 @@ def voice_run(tmp_path_factory):
     from robot.reply import ReplyVoice
 
     tmp = tmp_path_factory.mktemp("voice")
-    make_codec(tmp / "codec")
+    # the committed codec: an untrained one encodes everything to code 0, which a policy would "learn" trivially
+    codec = Path(__file__).resolve().parents[2] / "checkpoints" / "codec_spectral"
     collect(CollectConfig(task="touch", episodes=3, seed=10, image_size=32, correct_prob=0.5, correct_frames=(3, 4)),
             tmp / "demos.zarr", progress=False)
     demos = EpisodeStore.open(tmp / "demos.zarr")
     cfg = PolicyConfig(image_size=32, d_model=64, num_layers=2, depth_d_model=32, depth_layers=1, command="slots",
                        reply=True, reply_audio=2, reply_tail=TAIL)
     store = build_policy_store(demos, tmp / "policy.zarr", cfg, progress=False,
-                               voice=ReplyVoice.load(tmp / "codec", 2))
+                               voice=ReplyVoice.load(codec, 2))
     return tmp, demos, store, cfg
 
 
@@ -163,6 +177,7 @@ def test_the_store_speaks_the_replies_on_their_frames_and_talks_on_after_the_end
                                  None if k is None else ep[COMMAND_SLOTS][k].tolist())
         assert ep[AGENT_AUDIO].shape == (n + TAIL, 2)
         assert (ep[AGENT_AUDIO] == tok.voice.frames(n + TAIL, replies)).all()
+        assert len(np.unique(ep[AGENT_AUDIO][:, 0])) >= 5  # speech: the codes vary from frame to frame
         assert (ep[COMMAND_SLOTS][n:] == ep[COMMAND_SLOTS][n - 1]).all()  # the tail repeats the last slots
     # the voice's waveform: each reply from its frame, a later one cutting the earlier short, silence elsewhere
     fs = tok.voice.frame_size
@@ -199,12 +214,7 @@ def test_a_tiny_policy_learns_to_speak_its_reply_and_talks_after_the_episode(voi
         total += want.size
     assert hits / total >= 0.9, hits / total  # closed loop, it says what the demos taught, token by token
     # eval_policy's "voice right" is that share per episode; a silent voice is not right
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("eval_policy", Path(__file__).parents[2] / "scripts/eval_policy.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    ev = eval_policy_script()
     assert np.mean([ev.voice_accuracy(policy, "touch", r) for r in res]) == pytest.approx(hits / total)
     wrong = {**res[0], "reply_codes": np.zeros_like(res[0]["reply_codes"])}
     assert ev.voice_accuracy(policy, "touch", wrong) < 0.5
@@ -213,12 +223,8 @@ def test_a_tiny_policy_learns_to_speak_its_reply_and_talks_after_the_episode(voi
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 def test_the_episode_video_plays_the_policys_own_voice(voice_run, tmp_path):
     from robot.episode_video import render_policy_episode
-    from robot.policy import Policy
 
     tmp, demos, store, cfg = voice_run
-    if not (tmp / "ckpt" / "config.json").is_file():  # trained by the test above when it ran first
-        overfit_and_reload(tmp, store, cfg, steps=300,
-                           loss_fn=lambda out, s: first_frames_loss(out, s, frames=3, weight=3.0))
-    policy = Policy.load(tmp / "ckpt")
+    policy = trained_policy(tmp, store, cfg, steps=300)
     s = render_policy_episode(policy, "touch", store.episode_meta(0)["seed"], tmp_path / "ep", view_size=(48, 64))
     assert s["voice_by"] == "model" and s["reply_by"] == "model" and (tmp_path / "ep.mp4").stat().st_size > 0
