@@ -176,7 +176,11 @@ class ReplyVoice:
 
     @classmethod
     def from_json(cls, d: dict) -> ReplyVoice:
-        voice = cls.load(d["codec"], int(d["codebooks"]))
+        path = Path(d["codec"])
+        if not path.is_absolute() and not path.exists():  # a repository path (checkpoints/...) from another cwd
+            path = Path(__file__).resolve().parents[1] / path
+        voice = cls.load(path, int(d["codebooks"]))
+        voice.path = d["codec"]  # saved again as it was given
         if voice.fingerprint != d["fingerprint"]:
             raise ValueError(f"the codec at {d['codec']} is not the one this policy's agent voice was made with "
                              f"({voice.fingerprint} != {d['fingerprint']})")

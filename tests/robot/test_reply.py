@@ -228,3 +228,17 @@ def test_the_episode_video_plays_the_policys_own_voice(voice_run, tmp_path):
     policy = trained_policy(tmp, store, cfg, steps=300)
     s = render_policy_episode(policy, "touch", store.episode_meta(0)["seed"], tmp_path / "ep", view_size=(48, 64))
     assert s["voice_by"] == "model" and s["reply_by"] == "model" and (tmp_path / "ep.mp4").stat().st_size > 0
+
+
+def test_a_voice_named_by_its_repository_path_loads_from_any_directory(tmp_path, monkeypatch):
+    from robot.reply import ReplyVoice
+
+    here = ReplyVoice.load(Path(__file__).resolve().parents[2] / "checkpoints" / "codec_spectral", 2)
+    record = {**here.to_json(), "codec": "checkpoints/codec_spectral"}  # as a committed policy names it
+    monkeypatch.chdir(tmp_path)
+    voice = ReplyVoice.from_json(record)
+    assert voice.fingerprint == here.fingerprint and voice.to_json()["codec"] == "checkpoints/codec_spectral"
+    with pytest.raises(ValueError, match="not the one"):
+        ReplyVoice.from_json({**record, "fingerprint": "codec:0000:first2"})
+    with pytest.raises(FileNotFoundError, match="no codec checkpoint"):
+        ReplyVoice.from_json({**record, "codec": "checkpoints/no_such_codec"})
