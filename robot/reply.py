@@ -112,13 +112,19 @@ class ReplyWords:
         return self.text(codes.reshape(-1).tolist())
 
 
+def reply_spans(length: int, replies: list[tuple[int, str]]) -> list[tuple[int, int, str]]:
+    """(frame, end, reply) of each (frame, reply) in time order on an episode of `length` frames: a reply may run
+    until the next one starts (a later reply cuts an earlier one short) or the episode ends."""
+    replies = sorted(replies)
+    return [(frame, min(replies[n + 1][0] if n + 1 < len(replies) else length, length), reply)
+            for n, (frame, reply) in enumerate(replies)]
+
+
 def reply_frames(length: int, replies: list[tuple[int, str]], tok: ReplyWords) -> list[int]:
     """The `text` stream of an episode of `length` frames: each (frame, reply) writes its words one per frame from
     that frame on (a later reply cuts an earlier one short), PAD everywhere else."""
     out = [tok.pad_id] * length
-    replies = sorted(replies)
-    for n, (frame, reply) in enumerate(replies):
-        end = min(replies[n + 1][0] if n + 1 < len(replies) else length, length)
+    for frame, end, reply in reply_spans(length, replies):
         for j, w in enumerate(tok.ids(reply)[: max(end - frame, 0)]):
             out[frame + j] = w
     return out
@@ -203,10 +209,8 @@ class ReplyVoice:
         an earlier one short (the robot starts its new answer); silence elsewhere."""
         n = self.frame_size
         out = np.zeros(length * n, np.float32)
-        replies = sorted(replies)
-        for j, (frame, reply) in enumerate(replies):
-            end = min(replies[j + 1][0] if j + 1 < len(replies) else length, length) * n
-            x = self.speech(reply)[: max(end - frame * n, 0)]
+        for frame, end, reply in reply_spans(length, replies):
+            x = self.speech(reply)[: max(end - frame, 0) * n]
             out[frame * n: frame * n + len(x)] = x
         return out
 
