@@ -76,13 +76,14 @@ def run(args: argparse.Namespace) -> None:
 
     from multistream.atomic import atomic_write_json
     from speech.audio import write_wav
-    from speech.chat import load_chat, plot_conversation, stream_recordings
+    from speech.chat import chat_options, load_chat, plot_conversation, stream_recordings
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, codec, text = load_chat(args.ckpt)
     question = load_question(args, codec.sample_rate)
-    st = stream_recordings(model, codec, text, [question], args.tail, sampling_from_args(args), args.seed)
+    st = stream_recordings(model, codec, text, [question], args.tail, sampling_from_args(args), args.seed,
+                           options=chat_options(args.ckpt))
     user, agent, ids = st.user[0], st.agent[0], st.ids[0].tolist()
     pieces = [{"t": t, "piece": p} for t, p in st.pieces[0]]
     out = Path(args.out)

@@ -5,7 +5,8 @@ Evaluates a chat checkpoint the way a user meets it: the user channel of test-sp
 and entities, spoken by held-out user voices) is streamed live into the chat session, 80 ms at a time, and the
 agent answers as it likes. Measured (speech/chat_eval.py has the definitions), next to the same measures on the
 recorded dialogues themselves (the data the model imitates):
-    answers   the monologue says every content word of the reference answer; per intent
+    answers   the monologue says every content word of the reference answer; per intent; and "by ear": the
+              recognizer hears them all in the agent's audio (the measure for a model without a monologue)
     speech    word error rate of an independent recognizer (pocketsphinx) on the agent's audio against its own
               monologue, next to the same recognizer on clean agent-voice TTS of the same text (goal <= 1.5x)
     duplex    latency from the end of a question to audible agent speech (goal median <= 0.3 s); barge-ins the
@@ -20,6 +21,7 @@ Writes OUT/eval.json, OUT/table.md, and OUT/<dialogue>.wav/.png for the first co
 """
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -69,18 +71,18 @@ def stream(chat_model, codec, text, users: list[np.ndarray], args) -> list:
     from speech.chat_eval import Live
 
     st = stream_recordings(chat_model, codec, text, users, args.tail, sampling_from_args(args), args.seed,
-                           progress=True)
+                           progress=True, options=args.options)
     return [Live(st.agent[i, : len(u) + round(args.tail * codec.sample_rate)], st.pieces[i], codec.sample_rate,
                  None if st.heard is None else st.heard[i]) for i, u in enumerate(users)]
 
 
-def realtime(model, codec, text, user: np.ndarray, frames: int) -> dict:
+def realtime(model, codec, text, user: np.ndarray, frames: int, options=None) -> dict:
     """Per-frame cost of encode + step + decode for one conversation: {median, p99} / 80 ms."""
     from speech.chat import stream_recordings
 
     x = np.zeros(frames * codec.frame_size, np.float32)
     x[: min(len(user), len(x))] = user[: len(x)]
-    cost = stream_recordings(model, codec, text, [x], 0.0, seed=0).step_s
+    cost = stream_recordings(model, codec, text, [x], 0.0, seed=0, options=options).step_s
     c = np.array(cost[min(10, frames // 2):]) / 0.08  # the first frames warm up the allocator and the caches
     return {"median": float(np.median(c)), "p99": float(np.percentile(c, 99)), "frames": len(c)}
 
@@ -118,7 +120,8 @@ def speech_wer(lives, analyses, asr, sample_rate: int, limit: int) -> dict:
     return out
 
 
-def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch: int = 8) -> dict:
+def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch: int = 8,
+                   options=None) -> dict:
     """Mean teacher-forced loss and accuracy per predicted stream on random windows of each split."""
     import torch
 
@@ -131,7 +134,8 @@ def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch:
     res = {}
     for split in ("train", "valid", "test"):
         try:
-            fn = dialogue_batch_fn(store, model.streams, codec, text, 125, batch, split=split, seed=1234)
+            fn = dialogue_batch_fn(store, model.streams, codec, text, 125, batch, split=split, seed=1234,
+                                   options=options)
         except ValueError:
             continue  # the store has no dialogues of this split
         tot: dict[str, float] = {}
@@ -146,7 +150,7 @@ def teacher_forced(model, codec, text, store_path: str, batches: int = 4, batch:
                 # does it listen? the same windows with another window's user audio: the text losses' rise
                 other = lm_loss(model({**b, USER: b[USER].roll(1, dims=0)}), model.streams)
                 for k in (TEXT, USER_TEXT):
-                    if k in other.per_stream:
+                    if k in other.per_stream and k in out.per_stream:
                         rise = other.per_stream[k] - out.per_stream[k]
                         tot[f"listen {k}"] = tot.get(f"listen {k}", 0.0) + rise / batches
         res[split] = tot
@@ -164,13 +168,15 @@ def run(args: argparse.Namespace) -> None:
 
     from multistream.quantize import quantize_int8
     from speech.audio import write_wav
-    from speech.chat import load_chat, plot_conversation
-    from speech.chat_eval import QA_ACTS, analyse, heard_wer, recorded_live, summarize
+    from speech.chat import chat_options, load_chat, plot_conversation
+    from speech.chat_eval import QA_ACTS, analyse, answers_by_ear, heard_wer, recorded_live, summarize
     from speech.dataset import read_item, read_manifest
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, codec, text = load_chat(args.ckpt)
+    args.options = chat_options(args.ckpt)
+    args.monologue = args.options.monologue
     manifest = Path(args.dialogues) / f"{args.split}.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(f"no {manifest} (make the dialogues with scripts/make_dialogues.py)")
@@ -197,24 +203,32 @@ def run(args: argparse.Namespace) -> None:
         lives += stream(model, codec, text, [a[1] for a, _ in chunk], args)
         print(f"streamed {len(lives)}/{len(items)} conversations ({time.time() - t0:.0f} s)", flush=True)
     analyses = [analyse(m, live, args.threshold_db) for (_, m), live in zip(items, lives, strict=True)]
-    recorded = [analyse(m, recorded_live(a, m, codec.sample_rate), args.threshold_db) for a, m in items]
+    recorded_lives = [recorded_live(a, m, codec.sample_rate) for a, m in items]
+    recorded = [analyse(m, live, args.threshold_db) for (_, m), live in zip(items, recorded_lives, strict=True)]
+    asr = None
+    if not args.no_asr:
+        from speech.asr import Recognizer
+
+        asr = Recognizer()
+        for live, an in zip(lives + recorded_lives, analyses + recorded, strict=True):
+            answers_by_ear(live, an, asr)
     model_sum, data_sum = summarize(analyses), summarize(recorded)
+    if not args.monologue:  # the ablation says nothing in its text stream: only the by-ear answers apply
+        model_sum["answer_correct"] = None
     if lives and lives[0].heard is not None:  # the model writes a transcript of the user: how well does it hear?
         errs = [heard_wer(m, live.heard, a.shape[1] / codec.sample_rate)
                 for (a, m), live in zip(items, lives, strict=True)]
         model_sum["heard_wer"] = sum(e for e, _ in errs) / max(1, sum(n for _, n in errs))
         model_sum["heard_words"] = sum(n for _, n in errs)
     speech = None
-    if not args.no_asr:
-        from speech.asr import Recognizer
-
-        speech = speech_wer(lives, analyses, Recognizer(), codec.sample_rate, args.asr_max)
+    if asr is not None and args.monologue:
+        speech = speech_wer(lives, analyses, asr, codec.sample_rate, args.asr_max)
     rt = {}
     if args.rt_frames:
         user0 = items[0][0][1]
-        rt["fp32"] = realtime(model, codec, text, user0, args.rt_frames)
-        rt["int8"] = realtime(quantize_int8(model), codec, text, user0, args.rt_frames)
-    tf = teacher_forced(model, codec, text, args.store) if args.store else None
+        rt["fp32"] = realtime(model, codec, text, user0, args.rt_frames, args.options)
+        rt["int8"] = realtime(quantize_int8(model), codec, text, user0, args.rt_frames, args.options)
+    tf = teacher_forced(model, codec, text, args.store, options=args.options) if args.store else None
     for (a, m), live in list(zip(items, lives, strict=True))[: args.examples]:
         n = min(a.shape[1], len(live.agent))
         name = m["dialogue_id"]
@@ -225,15 +239,25 @@ def run(args: argparse.Namespace) -> None:
              f"{len(items)} {args.split} dialogues ({model_sum['minutes']:.1f} min), streamed live; "
              f"sampling: text {args.text_temperature}/top-{args.text_top_k}, "
              f"audio {args.temperature}/top-{args.top_k}; "
-             f"audible above {args.threshold_db} dBFS", "",
+             f"audible above {args.threshold_db} dBFS"
+             + ("" if args.monologue else "; a model trained without the monologue (its answers: by ear only)"), "",
              "| measure | model | recorded data | goal |", "|---|---|---|---|",
              f"| answers correct ({model_sum['questions']} questions) | {fmt(model_sum['answer_correct'], True)} | "
              f"{fmt(data_sum['answer_correct'], True)} | >= 90% |"]
     for act in QA_ACTS:
         if act in model_sum["per_intent"]:
             mi, di = model_sum["per_intent"][act], data_sum["per_intent"].get(act, {})
-            lines.append(f"| - {act} ({mi['n']}) | {fmt(mi['correct'], True)} | {fmt(di.get('correct'), True)} | "
-                         f">= 90% |")
+            lines.append(f"| - {act} ({mi['n']}) | {fmt(mi['correct'] if args.monologue else None, True)} | "
+                         f"{fmt(di.get('correct'), True)} | >= 90% |")
+    if model_sum["answer_correct_by_ear"] is not None:
+        lines.append(f"| answers correct by ear (the recognizer on the agent's audio) | "
+                     f"{fmt(model_sum['answer_correct_by_ear'], True)} | "
+                     f"{fmt(data_sum['answer_correct_by_ear'], True)} | |")
+        for act in QA_ACTS:
+            if act in model_sum["per_intent"]:
+                mi, di = model_sum["per_intent"][act], data_sum["per_intent"].get(act, {})
+                lines.append(f"| - {act} by ear | {fmt(mi.get('correct_by_ear'), True)} | "
+                             f"{fmt(di.get('correct_by_ear'), True)} | |")
     lines += [
         f"| questions answered with audible speech | {fmt(model_sum['answered_share'], True)} | "
         f"{fmt(data_sum['answered_share'], True)} | |",
@@ -270,7 +294,8 @@ def run(args: argparse.Namespace) -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     examples = [{"dialogue": an["dialogue"], **q} for an in analyses for q in an["questions"]][:20]
-    report = {"ckpt": str(args.ckpt), "split": args.split, "dialogues": len(items), "model": model_sum,
+    report = {"ckpt": str(args.ckpt), "split": args.split, "dialogues": len(items),
+              "options": dataclasses.asdict(args.options), "model": model_sum,
               "recorded": data_sum, "speech": speech, "realtime": rt, "teacher_forced": tf,
               "threads": torch.get_num_threads(),
               "sampling": {"text": [args.text_temperature, args.text_top_k], "audio": [args.temperature, args.top_k]},

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
 
     from multistream.atomic import atomic_write_dir
     from multistream.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-    from speech.chat import CHAT_FILE, TOKENIZER_FILE, load_chat, save_chat_files
+    from speech.chat import CHAT_FILE, TOKENIZER_FILE, chat_options, load_chat, save_chat_files
 
     src = Path(args.run)
     ckpt = src / "checkpoint" if (src / "checkpoint" / CONFIG_FILE).is_file() else src
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
                 shutil.copyfile(base / name, tmp / name)
 
     atomic_write_dir(out, write)
-    save_chat_files(out, codec_dir.resolve(), base / TOKENIZER_FILE)
+    save_chat_files(out, codec_dir.resolve(), base / TOKENIZER_FILE, options=chat_options(ckpt))
     # check: the export loads and computes what the run computes (up to the bf16 rounding of the weights)
     model2, codec2, text2 = load_chat(out)
     assert codec2.fingerprint == codec.fingerprint and text2.fingerprint == text.fingerprint

@@ -36,17 +36,18 @@ def main() -> None:
     import torch
     from aiohttp import web
 
-    from speech.chat import ChatSession, load_chat
+    from speech.chat import ChatSession, chat_options, load_chat
     from speech.server import ChatServer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         model, codec, text = load_chat(args.ckpt)
+        options = chat_options(args.ckpt)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"serve.py: error: {e}")
     session = ChatSession(model, codec, text, batch_size=args.max_sessions,
-                          sampling=sampling_from_args(args), seed=args.seed)
+                          sampling=sampling_from_args(args), seed=args.seed, options=options)
     server = ChatServer(session, token=args.token)
     print(f"serving {args.ckpt} on http://{args.host}:{args.port}/ (up to {args.max_sessions} conversations)")
     web.run_app(server.app, host=args.host, port=args.port, print=None)

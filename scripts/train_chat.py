@@ -2,7 +2,8 @@
        python scripts/train_chat.py --store ... --phase dialogue --init runs/chat_text/checkpoint --out runs/chat
                                     [--preset tiny|base|small] [--steps N] [--batch B] [--window 125] [--text-share 0.5]
                                     [--acoustic-delay 1] [--semantic-weight 100] [--pad-weight 0.5]
-                                    [--user-text-delay D] [--user-text-weight 1]
+                                    [--user-text-delay D] [--user-text-weight 1] [--no-monologue]
+                                    [--user-codebooks N]
                                     [--minutes M] [--device cpu|cuda] [--precision auto|fp32|bf16] [--resume]
 
 Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Trainer:
@@ -12,6 +13,10 @@ Trains the duplex chat model (Moshi's recipe, scaled down) on the engine's Train
                   with text-only batches mixed in (--text-share, Moshi: half), initialised from --init
 --user-text-delay D adds a fourth, predicted stream `text.user`: the user's words as the model hears them, each
 written D frames after the word ends (a dense listening signal; Moshi has none); it needs a store that holds them.
+--no-monologue is Moshi's ablation: the dialogue windows carry no inner monologue (the text-only batches still
+train the text stream); the model answers in audio alone. --user-codebooks N: the model hears only the first N
+codebooks of the user (the semantic one first), not the voice detail of the rest. chat.json records both
+(speech.chat.ChatOptions), so that its sessions feed it what it was trained on.
 The store names the codec and the text tokenizer it was made with; both are checked. OUT becomes a chat checkpoint
 (OUT/checkpoint + chat.json + tokenizer.model) that scripts/chat.py loads. Runs under torchrun and with --device cuda.
 """
@@ -39,6 +44,10 @@ def main() -> None:
                     help="add the user transcript stream text.user, D frames after each user word ends "
                          "(off by default)")
     ap.add_argument("--user-text-weight", type=float, default=1.0, help="loss weight of text.user")
+    ap.add_argument("--no-monologue", action="store_true",
+                    help="Moshi's ablation: dialogue windows without the inner-monologue text (phase dialogue)")
+    ap.add_argument("--user-codebooks", type=int, default=0,
+                    help="hear only the first N codebooks of the user's audio (the semantic one first; 0: all)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -56,6 +65,10 @@ def main() -> None:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.user_text_delay is not None and args.user_text_delay < 0:
         ap.error(f"--user-text-delay must be >= 0, got {args.user_text_delay}")
+    if (args.no_monologue or args.user_codebooks) and args.phase != "dialogue":
+        ap.error("--no-monologue and --user-codebooks apply to --phase dialogue (the text phase is text only)")
+    if args.user_codebooks < 0:
+        ap.error(f"--user-codebooks must be >= 0, got {args.user_codebooks}")
     if not 0 <= args.text_share <= 1:
         ap.error(f"--text-share must be in [0, 1], got {args.text_share}")
     try:
@@ -65,6 +78,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    import dataclasses
+
     import torch
 
     from multistream.checkpoint import load_weights
@@ -74,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     from multistream.presets import PRESETS
     from multistream.store import EpisodeStore
     from multistream.trainer import TrainConfig, Trainer
-    from speech.chat import TOKENIZER_FILE, save_chat_files
+    from speech.chat import TOKENIZER_FILE, ChatOptions, save_chat_files
     from speech.chat_data import dialogue_batch_fn, mixed_batch_fn, text_batch_fn
     from speech.knowledge import facts
     from speech.streams import CodecFrames, MonologueText, chat_streams
@@ -94,6 +109,9 @@ def run(args: argparse.Namespace) -> None:
     streams = chat_streams(codec, text, acoustic_delay=args.acoustic_delay, semantic_weight=args.semantic_weight,
                            pad_weight=args.pad_weight, user_text_delay=args.user_text_delay,
                            user_text_weight=args.user_text_weight)
+    options = ChatOptions(monologue=not args.no_monologue, user_codebooks=args.user_codebooks)
+    if options.user_codebooks > codec.num_codebooks:
+        raise ValueError(f"--user-codebooks {options.user_codebooks}: the codec has {codec.num_codebooks} codebooks")
     cfg = PRESETS[args.preset](streams)
     torch.manual_seed(args.seed)
     model = RQTransformer(cfg)
@@ -107,12 +125,15 @@ def run(args: argparse.Namespace) -> None:
     if args.phase == "text":
         batch_fn = text_fn
     else:
-        dia = dialogue_batch_fn(store, streams, codec, text, args.window, args.batch, seed=args.seed)
+        dia = dialogue_batch_fn(store, streams, codec, text, args.window, args.batch, seed=args.seed,
+                                options=options)
         batch_fn = mixed_batch_fn(dia, text_fn, args.text_share, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    save_chat_files(out, codec_dir, Path(dialogues) / TOKENIZER_FILE)
+    save_chat_files(out, codec_dir, Path(dialogues) / TOKENIZER_FILE, options=options)
     print(f"chat model ({args.preset}): {model.num_parameters() / 1e6:.2f} M parameters; phase {args.phase}; "
-          f"codec {codec.fingerprint}, text {text.fingerprint}")
+          f"codec {codec.fingerprint}, text {text.fingerprint}"
+          + ("; no monologue in the dialogues (ablation)" if args.no_monologue else "")
+          + (f"; hears the first {args.user_codebooks} user codebooks" if args.user_codebooks else ""))
     # a fixed warmup: min(100, steps) would change the schedule when a resume raises --steps
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.startswith("cuda"))
@@ -120,7 +141,8 @@ def run(args: argparse.Namespace) -> None:
                      ckpt_every=args.ckpt_every, seed=args.seed, progress=not args.no_progress,
                      max_minutes=args.minutes)
     run_info = {"phase": args.phase, "batch": args.batch, "window": args.window, "text_share": args.text_share,
-                "store": str(Path(args.store).resolve()), "init": args.init}
+                "store": str(Path(args.store).resolve()), "init": args.init,
+                **dataclasses.asdict(options)}
     Trainer(model, cfg, tc, batch_fn, lambda m, b: lm_loss(m(b), streams), device=args.device,
             run_info=run_info).fit()
 

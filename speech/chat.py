@@ -13,7 +13,12 @@ It never waits for the user to finish: it listens while it speaks. One session h
 the model), so a server steps every live conversation in one batched call. Until a row's agent audio has cleared
 its acoustic delay the row plays silence, and the placeholder frames never reach the decoder's state.
 
-Teacher forcing (replaying a recorded dialogue) goes through `step(..., force={stream: frame})`.
+Teacher forcing (replaying a recorded dialogue) goes through `step(..., force={stream: frame})`. A model trained
+without the inner monologue (Moshi's ablation, `train_chat.py --no-monologue`) runs with
+`ChatOptions(monologue=False)`: its text
+stream is fed "no input" every frame, as in its dialogue training, and the session returns no text; one trained to
+hear only the first codebooks of the user (`--user-codebooks`) gets the others as "no input". Both are
+`ChatOptions`, which the checkpoint records.
 
 Dimension legend: B conversations, S samples per frame (1920 at 24 kHz, 12.5 Hz), K codebooks.
 """
@@ -34,7 +39,24 @@ from multistream.data import check_tokenizer
 from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
 from multistream.streaming import rows_mask
+from multistream.streams import ZERO_ID
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatOptions:
+    """What a chat model hears and says beyond its streams; recorded in chat.json (`chat_options(ckpt)`) by
+    train_chat.py, and applied alike to its training windows (speech.chat_data) and its sessions."""
+    monologue: bool = True  # False: Moshi's ablation, no inner monologue in the dialogues (text stream fed no input)
+    user_codebooks: int = 0  # > 0: the model hears only the first N codebooks of the user's audio (the semantic one
+    #                          first); the rest are "no input" (0: all of them)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.monologue, bool):
+            raise ValueError(f"'monologue' must be true or false, got {self.monologue!r}")
+        n = self.user_codebooks
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"'user_codebooks' must be an integer >= 0, got {self.user_codebooks!r}")
 
 
 @dataclasses.dataclass
@@ -51,7 +73,8 @@ class ChatSession:
     """`with ChatSession(model, codec, text, batch_size=B) as chat: out = chat.step(pcm)`."""
 
     def __init__(self, model: RQTransformer, codec: CodecFrames, text: MonologueText, batch_size: int = 1,
-                 sampling: Sampling | dict[str, Sampling] | None = None, seed: int | None = None) -> None:
+                 sampling: Sampling | dict[str, Sampling] | None = None, seed: int | None = None,
+                 options: ChatOptions | None = None) -> None:
         ss = model.streams
         for name in (TEXT, AGENT, USER):
             if name not in ss:
@@ -66,6 +89,12 @@ class ChatSession:
                 sampling = {**sampling, USER_TEXT: Sampling(temperature=0.0)}
         self.model, self.codec, self.text = model.eval(), codec, text
         self.batch_size = batch_size
+        self.options = options = options or ChatOptions()
+        if options.user_codebooks > ss[USER].num_codebooks:
+            raise ValueError(f"user_codebooks={options.user_codebooks}, but the user stream has "
+                             f"{ss[USER].num_codebooks} codebooks")
+        self.monologue = options.monologue
+        self._no_text = torch.full((batch_size, 1), ZERO_ID, dtype=torch.long)
         self.gen = Generator(model, batch_size=batch_size, sampling=sampling, seed=seed)
         self._ctx = None
         self._special = {text.pad_id, text.epad_id}
@@ -112,9 +141,13 @@ class ChatSession:
         pcm = self._check_pcm(user_pcm)
         codec = self.codec.codec
         user_codes = codec.encode(pcm[:, None, :])[:, :, 0]  # [B, K]
-        out = self.gen.step({USER: user_codes, **(force or {})})
+        if self.options.user_codebooks:  # as in its training windows: the later codebooks are "no input"
+            user_codes[:, self.options.user_codebooks:] = ZERO_ID
+        inputs = {USER: user_codes} if self.monologue else {USER: user_codes, TEXT: self._no_text}
+        out = self.gen.step({**inputs, **(force or {})})
         assert out is not None and TEXT in out.tokens  # text has no delay: every step returns it
-        ids = out.tokens[TEXT][:, 0]
+        # without a monologue the text stream was fed "no input": nothing the model sampled there is said
+        ids = out.tokens[TEXT][:, 0] if self.monologue else torch.full((self.batch_size,), self.text.pad_id)
         pieces = self._pieces(ids)
         heard = None
         if self.hears:
@@ -161,7 +194,8 @@ class Streamed:
 
 
 def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueText, users: Sequence[np.ndarray],
-                      tail_s: float, sampling=None, seed: int | None = None, progress: bool = False) -> Streamed:
+                      tail_s: float, sampling=None, seed: int | None = None, progress: bool = False,
+                      options: ChatOptions | None = None) -> Streamed:
     """Stream B mono recordings 80 ms at a time through one batched ChatSession, then `tail_s` of silence."""
     import time
 
@@ -177,7 +211,7 @@ def stream_recordings(model: RQTransformer, codec: CodecFrames, text: MonologueT
     pieces: list[list[tuple[float, str]]] = [[] for _ in range(b)]
     heard: list[list[tuple[float, str]]] = [[] for _ in range(b)]
     step_s = []
-    with ChatSession(model, codec, text, batch_size=b, sampling=sampling, seed=seed) as chat:
+    with ChatSession(model, codec, text, batch_size=b, sampling=sampling, seed=seed, options=options) as chat:
         for t in tqdm(range(n), desc="streaming", mininterval=5, leave=False, disable=not progress):
             t0 = time.perf_counter()
             out = chat.step(torch.from_numpy(user[:, t * s: (t + 1) * s]))
@@ -229,9 +263,11 @@ CHAT_FILE = "chat.json"  # beside config.json + model.safetensors: which codec a
 TOKENIZER_FILE = "tokenizer.model"
 
 
-def save_chat_files(ckpt: str | os.PathLike, codec_dir: str | os.PathLike, tokenizer: str | os.PathLike) -> None:
-    """Record the codec (by path, relative to the checkpoint when possible, and fingerprint) and copy the text
-    tokenizer into a chat checkpoint directory."""
+def save_chat_files(ckpt: str | os.PathLike, codec_dir: str | os.PathLike, tokenizer: str | os.PathLike,
+                    options: ChatOptions | None = None) -> None:
+    """Record the codec (by path, relative to the checkpoint when possible, and fingerprint) and the model's
+    `ChatOptions`, and copy the text tokenizer into a chat checkpoint directory."""
+    options = options or ChatOptions()
     ckpt, codec_dir = Path(ckpt), Path(codec_dir)
     codec = CodecFrames.load(codec_dir)
     text = MonologueText(tokenizer)
@@ -241,7 +277,28 @@ def save_chat_files(ckpt: str | os.PathLike, codec_dir: str | os.PathLike, token
     except ValueError:  # another drive
         rel = str(codec_dir.resolve())
     atomic_write_json(ckpt / CHAT_FILE, {"codec": rel, "codec_fingerprint": codec.fingerprint,
-                                         "text_fingerprint": text.fingerprint}, indent=2)
+                                         "text_fingerprint": text.fingerprint,
+                                         **dataclasses.asdict(options)}, indent=2)
+
+
+def _chat_file(ckpt: Path) -> Path:
+    # the chat files sit in the checkpoint directory, or in the training run directory above it
+    base = next((d for d in (ckpt, ckpt.parent) if (d / CHAT_FILE).is_file()), None)
+    if base is None:
+        raise FileNotFoundError(f"{ckpt} is not a chat checkpoint: {CHAT_FILE} is missing (here and in its parent)")
+    return base / CHAT_FILE
+
+
+def chat_options(ckpt: str | os.PathLike) -> ChatOptions:
+    """What a chat checkpoint was trained to hear and say (chat.json; files from before the options: defaults)."""
+    f = _chat_file(Path(ckpt))
+    try:
+        info = json.loads(f.read_text())
+        return ChatOptions(monologue=info.get("monologue", True), user_codebooks=info.get("user_codebooks", 0))
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{f} is malformed ({e}); remake the checkpoint") from e
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}") from e
 
 
 def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTransformer, CodecFrames, MonologueText]:
@@ -250,11 +307,8 @@ def load_chat(ckpt: str | os.PathLike, map_location: str = "cpu") -> tuple[RQTra
     from multistream.checkpoint import load_lm
 
     ckpt = Path(ckpt)
-    # the chat files sit in the checkpoint directory, or in the training run directory above it
-    base = next((d for d in (ckpt, ckpt.parent) if (d / CHAT_FILE).is_file()), None)
-    if base is None:
-        raise FileNotFoundError(f"{ckpt} is not a chat checkpoint: {CHAT_FILE} is missing (here and in its parent)")
-    f = base / CHAT_FILE
+    f = _chat_file(ckpt)
+    base = f.parent
     try:
         info = json.loads(f.read_text())
         codec_dir = Path(info["codec"])

@@ -17,15 +17,26 @@ import torch
 from multistream.data import StoreBinding, StreamBinding, batch_seed
 from multistream.store import EpisodeStore
 from multistream.streams import ZERO_ID, StreamSet
+from speech.chat import ChatOptions
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
 
 BatchFn = Callable[[int, int, int, int], dict[str, torch.Tensor]]
 
 
 def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrames, text: MonologueText,
-                      window: int, batch_size: int, split: str = "train", seed: int = 0) -> BatchFn:
+                      window: int, batch_size: int, split: str = "train", seed: int = 0,
+                      options: ChatOptions | None = None) -> BatchFn:
     """Random windows of the dialogues of `split` (by episode metadata), through the chat streams' binding (which
-    refuses a store made with another codec or text tokenizer)."""
+    refuses a store made with another codec or text tokenizer).
+
+    `options` (the model's `ChatOptions`, as its sessions apply them): `monologue=False` is Moshi's ablation, the
+    windows carry no inner monologue (the text stream is ZERO_ID: no input and no target), so the model learns to
+    answer in audio alone while the text-only batches still train the text stream; `user_codebooks=N` leaves only
+    the first N codebooks of the user's audio (the others ZERO_ID: the model does not hear them)."""
+    options = options or ChatOptions()
+    if options.user_codebooks > streams[USER].num_codebooks:
+        raise ValueError(f"user_codebooks={options.user_codebooks}, but the user stream has "
+                         f"{streams[USER].num_codebooks} codebooks")
     eps = [i for i, m in enumerate(store.episode_metas()) if m.get("split") == split]
     if not eps:
         raise ValueError(f"{store.path} has no {split!r} dialogues")
@@ -35,8 +46,21 @@ def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrame
     if USER_TEXT in streams:  # the user transcript stream, when the model has one
         bound.append(StreamBinding(streams[USER_TEXT], tokenizer=text))
     binding = StoreBinding(streams, codec.frame_rate, bound)
-    return binding.batch_fn(store, window=window, batch_size=batch_size, seed=seed,
-                            episodes=[i for i in eps if store.episode_length(i) >= window])
+    fn = binding.batch_fn(store, window=window, batch_size=batch_size, seed=seed,
+                          episodes=[i for i in eps if store.episode_length(i) >= window])
+    if options == ChatOptions():
+        return fn
+
+    def with_options(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
+        batch = dict(fn(step, micro, rank, world))
+        if not options.monologue:
+            batch[TEXT] = torch.full_like(batch[TEXT], ZERO_ID)
+        if options.user_codebooks:
+            batch[USER] = batch[USER].clone()
+            batch[USER][:, options.user_codebooks:] = ZERO_ID  # [B, K, T]: codebooks from N on
+        return batch
+
+    return with_options
 
 
 def text_batch_fn(sentences: list[str], text: MonologueText, streams: StreamSet, window: int, batch_size: int,

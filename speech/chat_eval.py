@@ -12,7 +12,9 @@ Definitions (Full-Duplex-Bench's, on 80 ms frames):
 - **latency** of a question: from the end of the user's last word (its alignment) to the first audible agent
   frame in its answer window (negative: it started before the user finished);
 - an **answer** is correct when every content word of the reference answer is in the monologue of its window
-  (the end of the question - 0.5 s to the start of the user's next turn + 1 s);
+  (the end of the question - 0.5 s to the start of the user's next turn + 1 s); **by ear** when they are all in
+  what an independent recognizer hears in the agent's audio of that window (`answers_by_ear`): the only measure
+  that also applies to a model without a monologue (Moshi's ablation), and what a listener gets;
 - **barge-in**: the user starts talking while the agent is audible; the agent stopped when it falls silent for
   `silent_frames` frames; success when that is within 0.4 s;
 - **pause**: a mid-sentence pause of the user (0.5-1 s); the agent took the turn when it became audible for two
@@ -150,6 +152,17 @@ def analyse(meta: dict, live: Live, threshold_db: float = -40.0, silent_frames: 
             "backchannels": backchannels, "minutes": end_s / 60, "audible_share": float(act.mean()) if n else 0.0}
 
 
+def answers_by_ear(live: Live, analysis: dict, asr) -> None:
+    """Judge each question of `analysis` (from `analyse`) by what the recognizer `asr(audio, sample_rate) -> text`
+    hears in the agent's audio of the answer window: sets q["heard"] and q["correct_by_ear"] in place."""
+    sr = live.sample_rate
+    for q in analysis["questions"]:
+        a, b = q["window"]
+        seg = live.agent[int(max(0.0, a) * sr): int(b * sr)]
+        q["heard"] = asr(seg, sr) if len(seg) else ""
+        q["correct_by_ear"] = answer_correct(q["reference"], q["heard"])
+
+
 def recorded_live(audio: np.ndarray, meta: dict, sample_rate: int) -> Live:
     """The recording's own agent as a `Live`: channel 0 and its aligned words as monologue pieces."""
     pieces = [(float(s), " " + w) for w, (s, _e), who in meta["alignments"] if who == AGENT_LABEL]
@@ -164,6 +177,8 @@ def summarize(analyses: list[dict]) -> dict:
         sel = [q for q in qs if q["act"] == act]
         if sel:
             per_act[act] = {"n": len(sel), "correct": float(np.mean([q["correct"] for q in sel]))}
+            if all("correct_by_ear" in q for q in sel):
+                per_act[act]["correct_by_ear"] = float(np.mean([q["correct_by_ear"] for q in sel]))
     lat = [q["latency_s"] for q in qs if q["latency_s"] is not None]
     barge = [b for a in analyses for b in a["barge_ins"]]
     stopped = [b["stop_s"] is not None and b["stop_s"] <= BARGE_IN_GOAL_S for b in barge]
@@ -172,6 +187,8 @@ def summarize(analyses: list[dict]) -> dict:
     return {
         "conversations": len(analyses), "minutes": round(minutes, 2), "questions": len(qs),
         "answer_correct": float(np.mean([q["correct"] for q in qs])) if qs else None, "per_intent": per_act,
+        "answer_correct_by_ear": (float(np.mean([q["correct_by_ear"] for q in qs]))
+                                  if qs and all("correct_by_ear" in q for q in qs) else None),
         "answered_share": len(lat) / len(qs) if qs else None,
         "latency_median_s": float(np.median(lat)) if lat else None,
         "latency_p90_s": float(np.percentile(lat, 90)) if lat else None,

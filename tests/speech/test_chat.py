@@ -7,7 +7,7 @@ import torch
 
 from multistream.lm import RQTransformer
 from multistream.presets import tiny
-from speech.chat import ChatSession
+from speech.chat import ChatOptions, ChatSession
 from speech.chat_args import chat_sampling
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, MonologueText, chat_streams
 from speech.tokenize import tokenize_dialogues
@@ -234,3 +234,57 @@ def test_export_chat_makes_a_compact_checkpoint_that_loads(chat_ckpt, tmp_path):
     r = subprocess.run([sys.executable, str(root / "scripts" / "export_chat.py"), "--run", str(tmp_path / "none"),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=root, timeout=300)
     assert r.returncode != 0 and "export_chat.py: error:" in r.stderr
+
+
+def test_session_without_monologue_feeds_no_text(chat_setup):
+    """A model trained without the monologue (train_chat.py --no-monologue) hears 'no input' in its text stream
+    every frame, exactly as a session forced with ZERO_ID would, and says no text."""
+    from multistream.streams import ZERO_ID
+
+    codec, text, store, model = chat_setup
+    g = torch.Generator().manual_seed(0)
+    frames = [0.05 * torch.randn(1, codec.frame_size, generator=g) for _ in range(8)]
+    runs = {}
+    for name, kwargs, force in (("ablation", {"options": ChatOptions(monologue=False)}, None),
+                                ("forced", {}, {TEXT: torch.full((1, 1), ZERO_ID)}),
+                                ("monologue", {}, None)):
+        logits, outs = [], []
+        with ChatSession(model, codec, text, sampling=chat_sampling(), seed=0, **kwargs) as chat:
+            for x in frames:
+                out = chat.step(x, force=force)
+                outs.append(out)
+                logits.append(chat.gen.last_logits[AGENT])
+        runs[name] = (torch.stack(logits), outs)
+    assert all(o.text == [None] and o.text_ids.tolist() == [text.pad_id] for o in runs["ablation"][1])
+    torch.testing.assert_close(runs["ablation"][0], runs["forced"][0])
+    for a, b in zip(runs["ablation"][1], runs["forced"][1], strict=True):
+        assert torch.equal(a.agent_pcm, b.agent_pcm)
+    assert not torch.allclose(runs["ablation"][0], runs["monologue"][0])  # the flag changes what the model hears
+
+
+def test_chat_checkpoint_records_its_options(chat_ckpt, chat_setup, tmp_path):
+    import json
+    import shutil
+
+    from speech.chat import CHAT_FILE, chat_options, save_chat_files
+
+    assert chat_options(chat_ckpt) == ChatOptions()
+    d = tmp_path / "ablation"
+    shutil.copytree(chat_ckpt, d)
+    codec_dir = chat_ckpt.parent / "codec"
+    want = ChatOptions(monologue=False, user_codebooks=2)
+    save_chat_files(d, codec_dir, chat_ckpt / "tokenizer.model", options=want)
+    assert chat_options(d) == want and chat_options(d / "checkpoint") == want  # also from a run's checkpoint
+    info = json.loads((d / CHAT_FILE).read_text())
+    (d / CHAT_FILE).write_text(json.dumps({k: v for k, v in info.items() if k not in ("monologue", "user_codebooks")}))
+    assert chat_options(d) == ChatOptions()  # files written before the options existed: the defaults
+    for bad, msg in (({"monologue": "no"}, "'monologue' must be true or false"),
+                     ({"user_codebooks": -1}, "'user_codebooks' must be an integer >= 0")):
+        (d / CHAT_FILE).write_text(json.dumps({**info, **bad}))
+        with pytest.raises(ValueError, match=msg):
+            chat_options(d)
+    with pytest.raises(FileNotFoundError, match="not a chat checkpoint"):
+        chat_options(tmp_path)
+    codec, text, _, chat_model = chat_setup
+    with pytest.raises(ValueError, match="user_codebooks=9, but the user stream has 8 codebooks"):
+        ChatSession(chat_model, codec, text, options=ChatOptions(user_codebooks=9))

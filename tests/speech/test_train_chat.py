@@ -13,6 +13,7 @@ from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, RQTransformer
 from multistream.loss import lm_loss
 from multistream.transformer import TransformerConfig
+from speech.chat import ChatOptions
 from speech.chat_data import dialogue_batch_fn, mixed_batch_fn, text_batch_fn
 from speech.knowledge import facts
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText, chat_streams
@@ -130,3 +131,37 @@ def test_tiny_chat_model_learns_to_say_the_answer_text(chat_store, dialogues):
 
     sim = difflib.SequenceMatcher(a=said, b=words).ratio()
     assert sim >= 0.8, (sim, text.tok.decode_text(said), text.tok.decode_text(words))
+
+
+def test_dialogue_batches_without_the_monologue(chat_store):
+    """Moshi's ablation: the same windows with the text stream 'no input, no target'; the rest untouched."""
+    tmp, codec, text, store = chat_store
+    streams = chat_streams(codec, text, user_text_delay=2)
+    with_m = dialogue_batch_fn(store, streams, codec, text, window=60, batch_size=2)
+    without = dialogue_batch_fn(store, streams, codec, text, window=60, batch_size=2,
+                                options=ChatOptions(monologue=False))
+    a, b = with_m(3, 0, 0, 1), without(3, 0, 0, 1)
+    assert (a[TEXT] >= 0).all() and (b[TEXT] == -1).all()
+    for k in (AGENT, USER, USER_TEXT):
+        assert torch.equal(a[k], b[k])
+    # hearing only the first two user codebooks: the others 'no input', the rest of the window untouched
+    two = dialogue_batch_fn(store, streams, codec, text, window=60, batch_size=2,
+                            options=ChatOptions(user_codebooks=2))(3, 0, 0, 1)
+    assert torch.equal(two[USER][:, :2], a[USER][:, :2]) and (two[USER][:, 2:] == -1).all()
+    assert (a[USER][:, 2:] >= 0).all() and all(torch.equal(two[k], a[k]) for k in (TEXT, AGENT, USER_TEXT))
+    with pytest.raises(ValueError, match="user_codebooks=9, but the user stream has 8 codebooks"):
+        dialogue_batch_fn(store, streams, codec, text, window=60, batch_size=2, options=ChatOptions(user_codebooks=9))
+    torch.manual_seed(0)
+    from multistream.presets import tiny
+
+    model = RQTransformer(tiny(streams))
+    out = lm_loss(model(b), streams)
+    assert TEXT not in out.per_stream or out.per_stream[TEXT] == 0.0
+    assert torch.isfinite(out.total) and out.per_stream[AGENT] > 0
+
+
+def test_train_chat_refuses_no_monologue_in_the_text_phase(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_chat.py"), "--store", str(tmp_path / "s"),
+                        "--phase", "text", "--out", str(tmp_path / "o"), "--no-monologue"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "apply to --phase dialogue" in r.stderr
