@@ -93,7 +93,7 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
 
     from speech.asr import Recognizer
     from speech.audio import resample, write_wav
-    from speech.chat import load_chat, plot_conversation, stream_recordings
+    from speech.chat import chat_options, load_chat, plot_conversation, stream_recordings
     from speech.chat_args import chat_sampling
     from speech.chat_eval import answer_correct, audible
     from speech.tts import synthesize
@@ -114,7 +114,7 @@ def chat_demo(ckpt: Path, out: Path, n: int, seed: int) -> None:
         lead = np.zeros(int(0.5 * sr), np.float32)
         users.append(np.concatenate([lead, audio.astype(np.float32)]))
         ends.append(0.5 + syn.words[-1][2])
-    st = stream_recordings(model, codec, text, users, 4.0, chat_sampling(), seed)
+    st = stream_recordings(model, codec, text, users, 4.0, chat_sampling(), seed, options=chat_options(ckpt))
     user, agent, pieces, cost = st.user, st.agent, st.pieces, st.step_s
     asr = Recognizer()
     for k, (act, q, ref) in enumerate(qs):
