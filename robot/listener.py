@@ -87,8 +87,12 @@ class ListenerConfig:
     depth_layers: int = 1
     tail: int = 3  # silent frames after the utterance on which the slots are the target (and read)
     lead_s: float = 0.4  # at most this much silence before the utterance (uniform)
+    # hear only the first N codebooks of the speech (the semantic one first), the rest ZERO_ID; 0: all of them
+    audio_codebooks: int = 0
 
     def __post_init__(self) -> None:
+        if self.audio_codebooks < 0:
+            raise ValueError(f"audio_codebooks must be >= 0 (0: all), got {self.audio_codebooks}")
         if self.tail < 1:
             raise ValueError(f"tail must be >= 1 frame, got {self.tail}")
         if not 0.0 <= self.lead_s <= 2.0:
@@ -113,6 +117,17 @@ def listener_binding(streams: StreamSet, codec, slots: CommandSlots) -> StoreBin
     """Store rows (codes of both streams) -> batches; a store tokenized by another codec is refused."""
     return StoreBinding(streams, codec.frame_rate, [StreamBinding(streams[AUDIO], tokenizer=codec),
                                                      StreamBinding(streams[SLOTS], tokenizer=slots)])
+
+
+def keep_audio_codebooks(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """The listener hears the first `n` codebooks of `audio.user` ([B, K, T]; the semantic one first); the others
+    become ZERO_ID (no input), in training batches and at inference alike. n = 0 keeps all."""
+    a = batch[AUDIO]
+    if n == 0 or n >= a.shape[1]:
+        return batch
+    a = a.clone()
+    a[:, n:] = ZERO_ID
+    return {**batch, AUDIO: a}
 
 
 def last_target_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -311,8 +326,9 @@ class Listener:
         if codes.dim() != 2 or codes.shape[0] != self.streams[AUDIO].num_codebooks:
             raise ValueError(f"codes must be [{self.streams[AUDIO].num_codebooks}, T], got {tuple(codes.shape)}")
         t = codes.shape[1]
-        batch = {AUDIO: codes[None].long(),
-                 SLOTS: torch.full((1, self.slots.num_codebooks, t), ZERO_ID, dtype=torch.long)}
+        batch = keep_audio_codebooks({AUDIO: codes[None].long(),
+                                      SLOTS: torch.full((1, self.slots.num_codebooks, t), ZERO_ID, dtype=torch.long)},
+                                     self.cfg.audio_codebooks)
         return self.keep_task_slots(self._greedy_last(batch), task, self.slots)
 
     def _greedy_last(self, batch: dict[str, torch.Tensor]) -> list[int]:
@@ -331,7 +347,7 @@ class Listener:
     def listen_streaming(self, audio: np.ndarray, task: str) -> list[int]:
         """The same as `listen`, the way a live robot hears it: codec tokens frame by frame into `Generator.step`,
         slots forced to ZERO_ID until the last frame, where the depth transformer chooses them greedily."""
-        c = self.codes(audio)  # [K, T]
+        c = keep_audio_codebooks({AUDIO: self.codes(audio)[None]}, self.cfg.audio_codebooks)[AUDIO][0]  # [K, T]
         t = c.shape[1]
         with Generator(self.model, batch_size=1, sampling=Sampling(temperature=0.0)) as gen:
             for f in range(t):

@@ -3,12 +3,13 @@
 usage: python scripts/train_listener.py --store data/robot/listener.zarr --codec checkpoints/codec_spectral
            --out runs/listener [--steps 3000] [--batch 32] [--lr 1e-3] [--dropout 0.1] [--minutes M]
            [--threads 1] [--device cpu|cuda] [--bf16] [--resume] [--eval-store data/robot/listener_heldout.zarr]
-           [--d-model 128 --layers 4 --depth-d-model 64 --depth-layers 1]
+           [--d-model 128 --layers 4 --depth-d-model 64 --depth-layers 1] [--audio-codebooks N]
 
 On the engine's Trainer (cosine schedule, checkpoints in OUT/checkpoint, exact resume with --resume, metrics.jsonl
 and loss.png). The last 5% of the store's items are held out; at the end the command accuracy (every slot the
 task uses right, read greedily on the last frame) is printed for them and for --eval-store (e.g. held-out voices),
-and written to OUT/listener_eval.json.
+and written to OUT/listener_eval.json. --audio-codebooks N: the listener hears only the first N codebooks of the
+speech (the semantic one first; listener.json records it, so inference masks the same ones).
 """
 
 import argparse
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=None, help="temporal layers")
     ap.add_argument("--depth-d-model", type=int, default=None, help="depth transformer width")
     ap.add_argument("--depth-layers", type=int, default=None, help="depth transformer layers")
+    ap.add_argument("--audio-codebooks", type=int, default=None,
+                    help="hear only the first N codebooks of the speech (the semantic one first; 0: all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true")
@@ -95,9 +98,11 @@ def run(args: argparse.Namespace) -> None:
     from robot.augment import trim_padding
     from robot.command import CommandSlots
     from robot.listener import (
+        AUDIO,
         LISTENER_FILE,
         Listener,
         ListenerConfig,
+        keep_audio_codebooks,
         last_target_only,
         listener_binding,
         listener_model_config,
@@ -120,14 +125,16 @@ def run(args: argparse.Namespace) -> None:
     slots = CommandSlots(store.attrs["slots"])
     cfg = ListenerConfig(**store.attrs["listener_config"])
     sizes = {"d_model": args.d_model, "num_layers": args.layers, "depth_d_model": args.depth_d_model,
-             "depth_layers": args.depth_layers}
+             "depth_layers": args.depth_layers, "audio_codebooks": args.audio_codebooks}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in sizes.items() if v is not None})
     if args.resume and (out / LISTENER_FILE).is_file():
-        saved = json.loads((out / LISTENER_FILE).read_text())["config"]
+        saved = dataclasses.asdict(ListenerConfig(**json.loads((out / LISTENER_FILE).read_text())["config"]))
         if saved != dataclasses.asdict(cfg):
             raise ValueError(f"--resume: the run in {out} has listener config {saved}, now {dataclasses.asdict(cfg)}; "
                              "pass the same sizes")
     streams = listener_streams(codec, slots)
+    if cfg.audio_codebooks > streams[AUDIO].num_codebooks:
+        raise ValueError(f"--audio-codebooks {cfg.audio_codebooks}: the codec has {streams[AUDIO].num_codebooks}")
     binding = listener_binding(streams, codec, slots)
     binding.attach(store)  # refuses a store made by another codec
     n = store.num_episodes
@@ -143,7 +150,8 @@ def run(args: argparse.Namespace) -> None:
                                from_episode_start=True)
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
-        return last_target_only(trim_padding(base_fn(step, micro, rank, world), streams))
+        batch = last_target_only(trim_padding(base_fn(step, micro, rank, world), streams))
+        return keep_audio_codebooks(batch, cfg.audio_codebooks)
 
     save_listener_files(out, cfg, codec, slots, args.codec)
     lm_cfg = listener_model_config(cfg, streams, dropout=args.dropout)

@@ -96,6 +96,30 @@ def test_only_the_last_target_frame_trains():
     assert (out[1, :, 5] == 1).all() and (out[1, :, :5] == ZERO_ID).all()
 
 
+def test_a_listener_that_hears_the_first_codebooks_ignores_the_rest(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    cfg = L.ListenerConfig(**{**SMALL.__dict__, "audio_codebooks": 1})
+    lis = tiny_listener(codec, cfg)
+    rng = np.random.default_rng(1)
+    codes = lis.codes((0.1 * rng.standard_normal(codec.sample_rate)).astype(np.float32))  # [K, T]
+    other = codes.clone()
+    other[1:] = torch.randint(0, codec.cardinality, other[1:].shape)
+    assert lis.listen_codes(codes, "pick_place") == lis.listen_codes(other, "pick_place")
+    audio = (0.1 * rng.standard_normal(int(1.2 * codec.sample_rate))).astype(np.float32)
+    assert lis.listen([audio], "push")[0] == lis.listen_streaming(audio, "push")
+    # the full listener does hear the acoustic codebooks (so the equality above is the mask's doing)
+    full = tiny_listener(codec)
+    batch = {L.AUDIO: codes[None], L.SLOTS: torch.full((1, 4, codes.shape[1]), ZERO_ID, dtype=torch.long)}
+    masked = L.keep_audio_codebooks(batch, 1)
+    assert (masked[L.AUDIO][0, 0] == codes[0]).all() and (masked[L.AUDIO][0, 1:] == ZERO_ID).all()
+    assert L.keep_audio_codebooks(batch, 0) is batch
+    a = full.model(batch).logits[L.SLOTS]
+    b = full.model({**batch, L.AUDIO: other[None]}).logits[L.SLOTS]
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="audio_codebooks"):
+        L.ListenerConfig(audio_codebooks=-1)
+
+
 def test_bad_input_is_refused_clearly(tmp_path):
     codec = make_codec(tmp_path / "codec")
     lis = tiny_listener(codec)
