@@ -188,6 +188,17 @@ def test_eval_chat_script(recorded_dir, tmp_path):
     assert set(tf) == {f"{m} {k}" for m in ("loss", "acc") for k in ("text", "audio.agent", "text.user")} | {
         "listen text", "listen text.user"} and tf["loss text"] > 1.0
     assert all(np.isfinite(v) for v in tf.values())
+    # the ablation's windows hold no monologue targets: its text loss is left out, not reported as 0
+    import importlib.util
+
+    from speech.chat import ChatOptions
+
+    spec = importlib.util.spec_from_file_location("eval_chat_script", ROOT / "scripts" / "eval_chat.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ab = mod.teacher_forced(model, codec, text, str(tmp_path / "store.zarr"), batches=1, batch=2,
+                            options=ChatOptions(monologue=False))["train"]
+    assert "loss text" not in ab and "listen text" not in ab and ab["loss audio.agent"] > 1.0
     assert rep["model"]["heard_words"] > 0 and rep["model"]["heard_wer"] >= 0
     assert "its transcript of the user" in (tmp_path / "eval" / "table.md").read_text()
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_chat.py"), "--ckpt", str(tmp_path)],
