@@ -301,11 +301,17 @@ class Listener:
     @staticmethod
     def keep_task_slots(ids: list[int], task: str, slots: CommandSlots) -> list[int]:
         """The slots `task` uses; the others, and an id beyond its slot's values (the codebooks share the largest
-        slot's vocabulary), become ZERO_ID."""
+        slot's vocabulary), become ZERO_ID. A heard "stop" (the halt slot) keeps the halt slot alone: the listener's
+        colour and shape are untrained there (a stop's target names no object), so the object stays as it was."""
         if task not in TASK_SLOTS:
             raise ValueError(f"unknown task {task!r}; known: {list(TASK_SLOTS)}")
-        return [int(i) if name in TASK_SLOTS[task] and 0 <= int(i) < len(slots.values[name]) else ZERO_ID
+        kept = [int(i) if name in TASK_SLOTS[task] and 0 <= int(i) < len(slots.values[name]) else ZERO_ID
                 for name, i in zip(slots.slots, ids, strict=True)]
+        if "halt" in slots.slots and "stop" in slots.values["halt"]:
+            h = slots.slots.index("halt")
+            if kept[h] == slots.values["halt"].index("stop"):  # a "stop" names no object: it keeps the one it stops
+                kept = [k if j == h else ZERO_ID for j, k in enumerate(kept)]
+        return kept
 
     @torch.no_grad()
     def codes(self, audio: np.ndarray) -> torch.Tensor:

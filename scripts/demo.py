@@ -15,7 +15,7 @@ The project's two jobs on its committed checkpoints, in about two minutes on two
      heard, the agent's spoken confirmation (for touch in the policy's own voice: its audio.agent tokens decoded by
      the codec); OUT/robot_<task>_<seed>.mp4 (render_episode.py --policy); for touch
      also one with a spoken correction ("no, the blue cube") at frame 3, and one where the user says "stop" at frame 3
-     (typed to the policy: the listener has no halt slot yet) and the robot must hold still.
+     (spoken and heard by the listener when it has the halt slot, else typed) and the robot must hold still.
 
 Numbers printed here are a few samples; the measured figures are in checkpoints/*/README.md
 (scripts/eval_chat.py, scripts/eval_policy.py). The toy engine demo is scripts/demo_toy.py.
@@ -171,11 +171,12 @@ def robot_demo(ckpt: Path, out: Path, n: int, task: str, listener_ckpt: Path) ->
         print(f"  spoken with a correction at frame 3, seed {seed}: {s['command']!r}, then {s['correction']!r} -> "
               f"{'success' if s['success'] else 'failure'} (the new object) after {s['frames']} frames -> "
               f"{s['path']}")
-    if "halt" in policy.tok.slots.slots:  # a policy trained with stops: "stop" halfway (typed; no halt slot to hear)
+    if "halt" in policy.tok.slots.slots:  # a policy trained with stops: "stop" halfway
         seed += 1
         s = render_policy_episode(policy, task, seed, out / f"robot_{task}_{seed}_stop", listener, correct_frame=3,
                                   stop=True)
-        print(f"  spoken, then {s['correction']!r} at frame 3 (typed), seed {seed} -> "
+        how = "spoken, heard by the listener" if "halt" in listener.slots.slots else "typed: the listener has no halt"
+        print(f"  spoken, then {s['correction']!r} at frame 3 ({how}), seed {seed} -> "
               f"{'held still' if s['success'] else 'did not hold still'} after {s['frames']} frames -> {s['path']}")
 
 

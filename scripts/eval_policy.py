@@ -17,7 +17,9 @@ and, for policies trained with "stop" corrections (a halt slot), at such a frame
     stop              "stop" typed (held-out phrasings: "freeze", "hold still"); success is coming to rest within
                       3 frames and holding still (end effector within 1 cm) for 6 more (`TabletopEnv.halt`)
     stop-untold       the control: the env halts at the same frames but the policy is not told (its slots stay)
-    stop-speech       the "stop" spoken by a held-out voice, heard by a listener built with stops (its halt slot)
+    stop-speech       the "stop" (training phrasings, as for the other spoken conditions) spoken by a held-out voice,
+                      heard by a listener built with stops (its halt slot)
+    stop-speech-words the same with the held-out phrasings ("freeze", "hold still"): words the listener never heard
 The spoken command (clean TTS at 24 kHz) goes through the listener's codec and the listener, whose slots the policy
 then acts on; no text is read. Success rate per condition, mean episode length, the listener's command accuracy
 (its slots equal the typed command's), and the compute per batched frame (tokenizers + model step) as a fraction of
@@ -42,7 +44,8 @@ from robot import EVAL_SEEDS
 
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
 SPEECH = {"speech-train": "train", "speech-heldout": "heldout"}  # voice split; the phrasing is a training one
-CORRECTION = ("correction", "correction-speech", "stop", "stop-untold", "stop-speech")
+CORRECTION = ("correction", "correction-speech", "stop", "stop-untold", "stop-speech", "stop-speech-words")
+SPOKEN_STOPS = ("stop-speech", "stop-speech-words")
 CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
 
@@ -100,11 +103,12 @@ def main() -> None:
             sys.exit(f"error: {e}")
     if (listener is not None or any(c in CORRECTION for c in args.conditions)) and policy.cfg.command != "slots":
         sys.exit("error: spoken commands and corrections need a slots-layout policy")
-    if {"stop", "stop-untold", "stop-speech"} & set(args.conditions) and "halt" not in policy.tok.slots.slots:
+    if {"stop", "stop-untold", *SPOKEN_STOPS} & set(args.conditions) and "halt" not in policy.tok.slots.slots:
         sys.exit(f"error: the stop condition needs a policy trained with 'stop' corrections (a halt slot); "
                  f"{args.ckpt} has the slots {policy.tok.slots.slots}")
-    if "stop-speech" in args.conditions and (listener is None or "halt" not in listener.slots.slots):
-        sys.exit("error: stop-speech needs a listener built with stops (make_listener_data.py --stops; a halt slot)")
+    if set(SPOKEN_STOPS) & set(args.conditions) and (listener is None or "halt" not in listener.slots.slots):
+        sys.exit("error: stop-speech(-words) needs a listener built with stops "
+                 "(make_listener_data.py --stops; a halt slot)")
 
     results, timing, listen_rt = {}, [], []
     for cond in args.conditions:
@@ -112,8 +116,10 @@ def main() -> None:
         if cond in SPEECH:
             hear = make_hear(listener, policy, args.task, seeds, SPEECH[cond], heard, listen_rt)
         if cond in CORRECTION:
-            correct = make_correct(listener if cond.endswith("-speech") else None, policy, seeds, heard,
-                                   stop=cond.startswith("stop"), tell=cond != "stop-untold")
+            spoken = cond.endswith("-speech") or cond in SPOKEN_STOPS
+            correct = make_correct(listener if spoken else None, policy, seeds, heard, stop=cond.startswith("stop"),
+                                   tell=cond != "stop-untold",
+                                   stop_phrasing="train" if cond == "stop-speech" else "heldout")
         split = CONDITIONS.get(cond, "train")
         res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,
                              correct=correct)
@@ -233,11 +239,12 @@ def judge_voice(policy, task: str, res: list[dict]) -> dict:
             "voice_judged": len(res)}
 
 
-def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True):
+def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = False, tell: bool = True,
+                 stop_phrasing: str = "heldout"):
     """`Policy.rollout`'s `correct`: at a frame drawn from the seed, retarget the env to another object and return
     the corrected slots: parsed from the typed correction, or (with `listener`) heard from it spoken by a held-out
-    voice. With `stop`, the user says "stop" (held-out phrasings) instead and the env halts; `tell=False` (the
-    control) leaves the policy's slots as they were."""
+    voice. With `stop`, the user says "stop" (`stop_phrasing`: held-out phrasings unless "train") instead and the
+    env halts; `tell=False` (the control) leaves the policy's slots as they were."""
     from robot.experts import apply_correction, apply_stop
     from robot.listener import speak_command
     from robot.policy import corrected_slots, merge_slots
@@ -250,7 +257,7 @@ def make_correct(listener, policy, seeds: list[int], heard: dict, stop: bool = F
         rng = np.random.default_rng([seeds[i], 23])
         if frame != int(rng.integers(CORRECT_FRAMES[0], CORRECT_FRAMES[1] + 1)):
             return None
-        c = apply_stop(env, rng, "heldout") if stop else apply_correction(env, rng, "train")
+        c = apply_stop(env, rng, stop_phrasing) if stop else apply_correction(env, rng, "train")
         if not tell:
             return list(before)
         want = corrected_slots(slots, before, c["text"])

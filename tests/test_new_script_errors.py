@@ -19,8 +19,6 @@ CASES = [
     ("eval_policy.py", ["--ckpt", "/nonexistent", "--task", "touch"], "no policy_tokenizers.json"),
     ("eval_policy.py", ["--ckpt", "checkpoints/policy_push", "--task", "push", "--conditions", "stop"],
      "needs a policy trained with 'stop'"),
-    ("eval_policy.py", ["--ckpt", "checkpoints/policy_touch", "--task", "touch", "--listener", "checkpoints/listener",
-                        "--conditions", "stop-speech"], "needs a listener built with stops"),
     ("make_robot_data.py", ["--demos", "/nonexistent", "--out", "o"], "no demo store"),
     ("tokenize_dialogues.py", ["--dialogues", "/nonexistent", "--codec", "c", "--out", "o"], "no text tokenizer"),
     ("serve.py", ["--ckpt", "x", "--max-sessions", "0"], "--max-sessions must be >= 1"),

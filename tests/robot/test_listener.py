@@ -1,6 +1,8 @@
 """The spoken-command listener: store builder (resume, skipped clips), streaming == full, causality, bad input,
 save/load, and a tiny listener that learns to hear colours through the committed codec."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +142,11 @@ def test_bad_input_is_refused_clearly(tmp_path):
     # ids outside a slot's values (the codebooks share the colours' vocabulary) are no command, not a crash
     slots = CommandSlots()
     assert L.Listener.keep_task_slots([0, 5, 1, 1], "push", slots) == [0, ZERO_ID, 1, ZERO_ID]
+    # a heard "stop" keeps the halt slot alone (a stop names no object); "go" keeps the correction's object
+    stops = L.listener_slots(stops=True)
+    stop, go = stops.values["halt"].index("stop"), stops.values["halt"].index("go")
+    assert L.Listener.keep_task_slots([2, 1, 0, 0, stop], "correction", stops) == [ZERO_ID] * 4 + [stop]
+    assert L.Listener.keep_task_slots([2, 1, 0, 0, go], "correction", stops) == [2, 1, ZERO_ID, ZERO_ID, go]
 
 
 def test_save_load_round_trip_and_other_codec_refused(tmp_path):
@@ -217,3 +224,17 @@ def test_a_store_with_stops_has_a_go_or_stop_halt_target(tmp_path):
     with pytest.raises(ValueError, match="other settings"):  # an older store (no stops) is not resumed with stops
         L.build_listener_store(tmp_path / "plain.zarr", codec, 1, progress=False)
         L.build_listener_store(tmp_path / "plain.zarr", codec, 2, progress=False, stops=True)
+
+
+def test_eval_policy_refuses_a_spoken_stop_to_a_listener_without_the_halt_slot(tmp_path):
+    codec = make_codec(tmp_path / "codec")
+    lis = tiny_listener(codec)  # four slots: no halt
+    run = tmp_path / "run"
+    L.save_listener_files(run, lis.cfg, codec, lis.slots, str(tmp_path / "codec"))
+    save_checkpoint(run / "checkpoint", lis.model, lis.model.cfg)
+    for cond in ("stop-speech", "stop-speech-words"):
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_policy.py"), "--ckpt",
+                            "checkpoints/policy_touch", "--task", "touch", "--listener", str(run / "checkpoint"),
+                            "--conditions", cond], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode != 0 and "needs a listener built with stops" in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr
