@@ -1,5 +1,6 @@
 """The spoken-command listener: store builder (resume, skipped clips), streaming == full, causality, bad input,
-save/load, and a tiny listener that learns to hear colours through the committed codec."""
+save/load, hearing the first codebooks only, a heard stop, and a tiny listener that learns to hear colours through
+the committed codec."""
 
 import subprocess
 import sys
