@@ -240,6 +240,20 @@ class StreamSet:
         return bt
 
 
+def keep_codebooks(codes: torch.Tensor, n: int) -> torch.Tensor:
+    """A model that hears only the first `n` codebooks of a stream: codes [B, K, ...] with codebooks n.. set to
+    ZERO_ID ("no input"), a copy; n = 0 (or K) returns `codes` itself. For an input stream whose first codebooks
+    carry what matters (a codec's semantic codebook), applied alike to training batches and at inference."""
+    k = codes.shape[1]
+    if not 0 <= n <= k:
+        raise ValueError(f"cannot keep {n} of {k} codebooks (0: all)")
+    if n in (0, k):
+        return codes
+    out = codes.clone()
+    out[:, n:] = ZERO_ID
+    return out
+
+
 def _check_delays(x: torch.Tensor, delays: tuple[int, ...] | list[int], what: str) -> None:
     if x.dim() != 3 or x.shape[1] != len(delays):
         raise ValueError(f"{what} must be [B, {len(delays)}, T] for delays {tuple(delays)}, got {tuple(x.shape)}")

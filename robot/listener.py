@@ -41,7 +41,7 @@ from multistream.data import TOKENIZED_ATTR, StoreBinding, StreamBinding, spec_f
 from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, RQTransformer
 from multistream.store import EpisodeStore
-from multistream.streams import FREE_ID, ZERO_ID, StreamSet
+from multistream.streams import FREE_ID, ZERO_ID, StreamSet, keep_codebooks
 from multistream.transformer import TransformerConfig
 from robot.command import CommandSlots
 
@@ -117,17 +117,6 @@ def listener_binding(streams: StreamSet, codec, slots: CommandSlots) -> StoreBin
     """Store rows (codes of both streams) -> batches; a store tokenized by another codec is refused."""
     return StoreBinding(streams, codec.frame_rate, [StreamBinding(streams[AUDIO], tokenizer=codec),
                                                      StreamBinding(streams[SLOTS], tokenizer=slots)])
-
-
-def keep_audio_codebooks(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    """The listener hears the first `n` codebooks of `audio.user` ([B, K, T]; the semantic one first); the others
-    become ZERO_ID (no input), in training batches and at inference alike. n = 0 keeps all."""
-    a = batch[AUDIO]
-    if n == 0 or n >= a.shape[1]:
-        return batch
-    a = a.clone()
-    a[:, n:] = ZERO_ID
-    return {**batch, AUDIO: a}
 
 
 def last_target_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -332,9 +321,8 @@ class Listener:
         if codes.dim() != 2 or codes.shape[0] != self.streams[AUDIO].num_codebooks:
             raise ValueError(f"codes must be [{self.streams[AUDIO].num_codebooks}, T], got {tuple(codes.shape)}")
         t = codes.shape[1]
-        batch = keep_audio_codebooks({AUDIO: codes[None].long(),
-                                      SLOTS: torch.full((1, self.slots.num_codebooks, t), ZERO_ID, dtype=torch.long)},
-                                     self.cfg.audio_codebooks)
+        batch = {AUDIO: keep_codebooks(codes[None].long(), self.cfg.audio_codebooks),  # what it was trained to hear
+                 SLOTS: torch.full((1, self.slots.num_codebooks, t), ZERO_ID, dtype=torch.long)}
         return self.keep_task_slots(self._greedy_last(batch), task, self.slots)
 
     def _greedy_last(self, batch: dict[str, torch.Tensor]) -> list[int]:
@@ -353,7 +341,7 @@ class Listener:
     def listen_streaming(self, audio: np.ndarray, task: str) -> list[int]:
         """The same as `listen`, the way a live robot hears it: codec tokens frame by frame into `Generator.step`,
         slots forced to ZERO_ID until the last frame, where the depth transformer chooses them greedily."""
-        c = keep_audio_codebooks({AUDIO: self.codes(audio)[None]}, self.cfg.audio_codebooks)[AUDIO][0]  # [K, T]
+        c = keep_codebooks(self.codes(audio)[None], self.cfg.audio_codebooks)[0]  # [K, T]
         t = c.shape[1]
         with Generator(self.model, batch_size=1, sampling=Sampling(temperature=0.0)) as gen:
             for f in range(t):

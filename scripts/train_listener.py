@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> None:
     from multistream.lm import RQTransformer
     from multistream.loss import lm_loss
     from multistream.store import EpisodeStore
+    from multistream.streams import keep_codebooks
     from multistream.trainer import TrainConfig, Trainer
     from robot.augment import trim_padding
     from robot.command import CommandSlots
@@ -102,7 +103,6 @@ def run(args: argparse.Namespace) -> None:
         LISTENER_FILE,
         Listener,
         ListenerConfig,
-        keep_audio_codebooks,
         last_target_only,
         listener_binding,
         listener_model_config,
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
 
     def batch_fn(step: int, micro: int, rank: int, world: int) -> dict[str, torch.Tensor]:
         batch = last_target_only(trim_padding(base_fn(step, micro, rank, world), streams))
-        return keep_audio_codebooks(batch, cfg.audio_codebooks)
+        return {**batch, AUDIO: keep_codebooks(batch[AUDIO], cfg.audio_codebooks)}
 
     save_listener_files(out, cfg, codec, slots, args.codec)
     lm_cfg = listener_model_config(cfg, streams, dropout=args.dropout)

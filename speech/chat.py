@@ -39,7 +39,7 @@ from multistream.data import check_tokenizer
 from multistream.generate import Generator, Sampling
 from multistream.lm import RQTransformer
 from multistream.streaming import rows_mask
-from multistream.streams import ZERO_ID
+from multistream.streams import ZERO_ID, keep_codebooks
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
 
 
@@ -141,8 +141,8 @@ class ChatSession:
         pcm = self._check_pcm(user_pcm)
         codec = self.codec.codec
         user_codes = codec.encode(pcm[:, None, :])[:, :, 0]  # [B, K]
-        if self.options.user_codebooks:  # as in its training windows: the later codebooks are "no input"
-            user_codes[:, self.options.user_codebooks:] = ZERO_ID
+        # as in its training windows: the codebooks after the first user_codebooks are "no input"
+        user_codes = keep_codebooks(user_codes, self.options.user_codebooks)
         inputs = {USER: user_codes} if self.monologue else {USER: user_codes, TEXT: self._no_text}
         out = self.gen.step({**inputs, **(force or {})})
         assert out is not None and TEXT in out.tokens  # text has no delay: every step returns it

@@ -16,7 +16,7 @@ import torch
 
 from multistream.data import StoreBinding, StreamBinding, batch_seed
 from multistream.store import EpisodeStore
-from multistream.streams import ZERO_ID, StreamSet
+from multistream.streams import ZERO_ID, StreamSet, keep_codebooks
 from speech.chat import ChatOptions
 from speech.streams import AGENT, TEXT, USER, USER_TEXT, CodecFrames, MonologueText
 
@@ -55,9 +55,7 @@ def dialogue_batch_fn(store: EpisodeStore, streams: StreamSet, codec: CodecFrame
         batch = dict(fn(step, micro, rank, world))
         if not options.monologue:
             batch[TEXT] = torch.full_like(batch[TEXT], ZERO_ID)
-        if options.user_codebooks:
-            batch[USER] = batch[USER].clone()
-            batch[USER][:, options.user_codebooks:] = ZERO_ID  # [B, K, T]: codebooks from N on
+        batch[USER] = keep_codebooks(batch[USER], options.user_codebooks)  # [B, K, T]: codebooks from N on
         return batch
 
     return with_options

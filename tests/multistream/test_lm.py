@@ -4,7 +4,7 @@ import torch
 from multistream.generate import Generator, Sampling
 from multistream.lm import LMConfig, RQTransformer
 from multistream.presets import moshi_streams, tiny
-from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay, undelay, valid_key
+from multistream.streams import ZERO_ID, StreamSet, StreamSpec, delay, keep_codebooks, undelay, valid_key
 from multistream.transformer import TransformerConfig
 
 
@@ -42,6 +42,18 @@ def random_batch(streams: StreamSet, b=2, t=9, seed=1) -> dict[str, torch.Tensor
         else:
             out[s.name] = torch.randint(0, s.vocab_size, (b, s.num_codebooks, t), generator=g)
     return out
+
+
+def test_keep_codebooks():
+    codes = torch.randint(0, 9, (2, 4, 5))
+    kept = keep_codebooks(codes, 2)
+    assert (kept[:, :2] == codes[:, :2]).all() and (kept[:, 2:] == ZERO_ID).all() and (codes >= 0).all()
+    assert keep_codebooks(codes, 0) is codes and keep_codebooks(codes, 4) is codes
+    step = torch.randint(0, 9, (3, 4))  # one frame [B, K], as a session feeds it
+    assert (keep_codebooks(step, 1)[:, 1:] == ZERO_ID).all() and (keep_codebooks(step, 1)[:, 0] == step[:, 0]).all()
+    for n in (-1, 5):
+        with pytest.raises(ValueError, match="codebooks"):
+            keep_codebooks(codes, n)
 
 
 @pytest.mark.parametrize("seed", range(5))

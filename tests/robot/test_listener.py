@@ -13,7 +13,7 @@ import torch
 import robot.listener as L
 from multistream.checkpoint import save_checkpoint
 from multistream.lm import RQTransformer
-from multistream.streams import ZERO_ID
+from multistream.streams import ZERO_ID, keep_codebooks
 from robot.command import CommandSlots
 
 from ..speech.conftest import HAVE_TTS, make_codec
@@ -113,9 +113,9 @@ def test_a_listener_that_hears_the_first_codebooks_ignores_the_rest(tmp_path):
     # the full listener does hear the acoustic codebooks (so the equality above is the mask's doing)
     full = tiny_listener(codec)
     batch = {L.AUDIO: codes[None], L.SLOTS: torch.full((1, 4, codes.shape[1]), ZERO_ID, dtype=torch.long)}
-    masked = L.keep_audio_codebooks(batch, 1)
-    assert (masked[L.AUDIO][0, 0] == codes[0]).all() and (masked[L.AUDIO][0, 1:] == ZERO_ID).all()
-    assert L.keep_audio_codebooks(batch, 0) is batch
+    masked = keep_codebooks(batch[L.AUDIO], 1)
+    assert (masked[0, 0] == codes[0]).all() and (masked[0, 1:] == ZERO_ID).all()
+    assert keep_codebooks(batch[L.AUDIO], 0) is batch[L.AUDIO]
     a = full.model(batch).logits[L.SLOTS]
     b = full.model({**batch, L.AUDIO: other[None]}).logits[L.SLOTS]
     assert not torch.allclose(a, b)
