@@ -6,7 +6,9 @@ Streams (all on the 12.5 Hz env clock; one env step per frame):
     command                   input       1 codebook, instruction words (robot.command), one per listening frame
     command.slots             input       4 codebooks (colour, shape, side, target), on every frame (the other layout)
     observation.images.front  input       continuous [64, 64, 3] uint8 -> [0, 1] (or standardised per channel:
-                                          camera_norm), a CNN trained with the model
+                                          camera_norm), a CNN trained with the model; or, with `camera_tokens`,
+                                          the tokens of a pretrained camera VQ (robot/camera_vq.py), one input
+                                          codebook per grid cell
     observation.state         input       continuous [13], normalised by the demos' mean/std
     observation.gripper       input       continuous [2], mean/std
     observation.force         input       6 codebooks, quantile bins fitted on the demos
@@ -56,6 +58,7 @@ from multistream.loss import LossOutput
 from multistream.store import EpisodeStore
 from multistream.streams import FREE_ID, ZERO_ID, StreamSet, StreamSpec
 from multistream.transformer import TransformerConfig
+from robot.camera_vq import CameraTokens
 from robot.command import CommandSlots, CommandWords, slot_values
 from robot.reply import AGENT_AUDIO, TEXT, ReplyVoice, ReplyWords, reply_frames, taught_replies
 from robot.tokenizers import QuantileBins, UniformBins
@@ -94,6 +97,7 @@ class PolicyConfig:
     reply: bool = False  # "slots" only: the agent's own words as a predicted `text` stream (robot/reply.py)
     reply_audio: int = 0  # with reply: codebooks of a predicted `audio.agent` stream saying them (0: none)
     reply_tail: int = 0  # with reply: frames after the episode's end in which the robot only talks
+    camera_tokens: str = ""  # a camera VQ checkpoint (robot/camera_vq.py): the camera as its tokens, not the CNN
 
     def __post_init__(self) -> None:
         if self.command not in COMMAND_LAYOUTS:
@@ -103,6 +107,10 @@ class PolicyConfig:
         if self.fuse_command and (self.command != "slots" or not self.camera):
             raise ValueError(f"fuse_command needs the slots layout and the camera, got command={self.command!r}, "
                              f"camera={self.camera}")
+        if self.camera_tokens and (not self.camera or self.fuse_command):
+            raise ValueError(f"camera_tokens needs the camera and no fuse_command (the planes enter the CNN, which "
+                             f"a tokenized camera does not have), got camera={self.camera}, "
+                             f"fuse_command={self.fuse_command}")
         if self.reply and self.command != "slots":
             raise ValueError(f"reply needs the slots layout, got command={self.command!r}")
         if (self.reply_audio or self.reply_tail) and not self.reply:
@@ -125,6 +133,7 @@ class PolicyTokenizers:
     slots: CommandSlots = dataclasses.field(default_factory=CommandSlots)
     reply: ReplyWords = dataclasses.field(default_factory=ReplyWords)
     voice: ReplyVoice | None = None  # the agent's voice (PolicyConfig.reply_audio)
+    camera: CameraTokens | None = None  # the camera VQ (PolicyConfig.camera_tokens)
 
     @classmethod
     def fit(cls, demos: EpisodeStore, cfg: PolicyConfig, voice: ReplyVoice | None = None) -> PolicyTokenizers:
@@ -142,13 +151,18 @@ class PolicyTokenizers:
                    words=CommandWords(),
                    slots=CommandSlots(slot_values(halt=any((m.get("correction") or {}).get("stop")
                                                            for m in demos.episode_metas()))),
-                   voice=voice)
+                   voice=voice, camera=CameraTokens.load(cfg.camera_tokens) if cfg.camera_tokens else None)
+
+    def with_camera(self, path: str) -> PolicyTokenizers:
+        """These tokenizers with the camera VQ at `path` (a store's tokenizers are the camera's pixels)."""
+        return dataclasses.replace(self, camera=CameraTokens.load(path))
 
     def to_json(self) -> dict[str, Any]:
         return {"action": {"channels": self.action.channels, "bins": self.action.bins},
                 "force": self.force.to_json(), "touch": self.touch.to_json(), "words": self.words.words,
                 "slots": self.slots.values, "reply": self.reply.words,
-                **({"voice": self.voice.to_json()} if self.voice is not None else {})}
+                **({"voice": self.voice.to_json()} if self.voice is not None else {}),
+                **({"camera": self.camera.to_json()} if self.camera is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PolicyTokenizers:
@@ -158,7 +172,8 @@ class PolicyTokenizers:
                        words=CommandWords(d["words"]),
                        slots=CommandSlots(d["slots"]) if "slots" in d else CommandSlots(),  # older files: none
                        reply=ReplyWords(d["reply"]) if "reply" in d else ReplyWords(),
-                       voice=ReplyVoice.from_json(d["voice"]) if "voice" in d else None)
+                       voice=ReplyVoice.from_json(d["voice"]) if "voice" in d else None,
+                       camera=CameraTokens.from_json(d["camera"]) if "camera" in d else None)
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed policy tokenizers JSON: missing or bad {e}") from e
 
@@ -179,7 +194,11 @@ def policy_streams(cfg: PolicyConfig, tok: PolicyTokenizers) -> StreamSet:
         specs.append(spec_from_tokenizer(COMMAND_SLOTS, tok.slots, same_frame=True))
     else:
         specs.append(spec_from_tokenizer(COMMAND, tok.words))
-    if cfg.camera:
+    if cfg.camera and cfg.camera_tokens:  # the camera VQ's tokens, one input codebook per grid cell
+        if tok.camera is None:
+            raise ValueError(f"camera_tokens={cfg.camera_tokens!r}: the policy tokenizers have no camera VQ")
+        specs.append(spec_from_tokenizer(F.IMAGE_FRONT, tok.camera, same_frame=True))
+    elif cfg.camera:
         channels = RGB + (command_planes_count(tok) if cfg.fuse_command else 0)
         specs.append(StreamSpec(F.IMAGE_FRONT, continuous=True,
                                 feature_shape=(cfg.image_size, cfg.image_size, channels), encoder="conv2d",
@@ -293,12 +312,17 @@ def fuse_command(batch: dict[str, torch.Tensor], streams: StreamSet, tok: Policy
     channels, so that the CNN's first layer can pick out the pixels of the named colour and shape (a per-channel
     bias set by the command: FiLM's shift, without an engine change). Identity for a policy without it.
     batch: IMAGE [B, T, H, W, 3], COMMAND_SLOTS [B, K, T] -> IMAGE [B, T, H, W, 3 + P]."""
-    if F.IMAGE_FRONT not in streams or streams[F.IMAGE_FRONT].feature_shape[-1] == RGB:
+    if F.IMAGE_FRONT not in streams or not _fused(streams[F.IMAGE_FRONT]):
         return batch
     img = batch[F.IMAGE_FRONT]  # [B, T, H, W, 3]
     planes = command_planes(batch[COMMAND_SLOTS], tok).to(img.dtype)  # [B, T, P]
     planes = planes[:, :, None, None, :].expand(*img.shape[:4], planes.shape[-1])  # [B, T, H, W, P]
     return {**batch, F.IMAGE_FRONT: torch.cat([img, planes], dim=-1)}
+
+
+def _fused(camera: StreamSpec) -> bool:
+    """Whether the camera stream takes the command planes beside its RGB (`fuse_command`)."""
+    return camera.continuous and camera.feature_shape[-1] != RGB
 
 
 def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str = "unit") -> StoreBinding:
@@ -309,7 +333,7 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
     lets the CNN see a few-pixel object on a table that fills most of the frame (docs/robot.md)."""
     if camera_norm not in CAMERA_NORMS:
         raise ValueError(f"camera_norm must be one of {CAMERA_NORMS}, got {camera_norm!r}")
-    if F.IMAGE_FRONT in streams and streams[F.IMAGE_FRONT].feature_shape[-1] != RGB:
+    if F.IMAGE_FRONT in streams and _fused(streams[F.IMAGE_FRONT]):
         img = streams[F.IMAGE_FRONT]
         streams = StreamSet(tuple(dataclasses.replace(img, feature_shape=(*img.feature_shape[:2], RGB))
                                   if s.name == F.IMAGE_FRONT else s for s in streams))
@@ -320,7 +344,9 @@ def policy_binding(streams: StreamSet, tok: PolicyTokenizers, camera_norm: str =
         b.append(StreamBinding(streams[AGENT_AUDIO], tokenizer=tok.voice))
     b += [StreamBinding(streams[k], tokenizer=t) for k, t in ((COMMAND, tok.words), (COMMAND_SLOTS, tok.slots))
           if k in streams]
-    if F.IMAGE_FRONT in streams:
+    if F.IMAGE_FRONT in streams and not streams[F.IMAGE_FRONT].continuous:  # the camera VQ's tokens
+        b.append(StreamBinding(streams[F.IMAGE_FRONT], tokenizer=tok.camera))
+    elif F.IMAGE_FRONT in streams:
         b.append(StreamBinding(streams[F.IMAGE_FRONT], normalize=camera_norm))
     b += [StreamBinding(streams[k], normalize="meanstd") for k in VECTOR_OBS]
     b += [StreamBinding(streams[k], tokenizer=tok.for_key(k)) for k in BINNED_OBS]

@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--camera-norm", choices=("unit", "meanstd"), default="unit",
                     help="camera input: uint8 / 255 ('unit') or each colour channel standardised with the store's "
                          "mean/std ('meanstd')")
+    ap.add_argument("--camera-tokens", default="", metavar="VQ",
+                    help="a camera VQ checkpoint (scripts/train_camera_vq.py): the camera enters as its tokens "
+                         "instead of through the CNN")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true",
@@ -100,6 +103,9 @@ def main() -> None:
         args.augment = ImageAugment(shift=args.aug_shift, brightness=args.aug_brightness)
     except ValueError as e:
         ap.error(str(e))
+    if args.camera_tokens and args.augment.active:
+        ap.error("--aug-shift/--aug-brightness change the camera's pixels; with --camera-tokens the camera is the "
+                 "VQ's tokens, computed from the stored pixels (leave the augmentation out)")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -147,6 +153,9 @@ def run(args: argparse.Namespace) -> None:
         cfg = dataclasses.replace(cfg, fuse_command=True)
     cfg = dataclasses.replace(cfg, camera_norm=args.camera_norm)
     tok = PolicyTokenizers.from_json(store.attrs["policy_tokenizers"])
+    if args.camera_tokens:  # a model option too: the store holds the camera's pixels, tokenized per batch
+        cfg = dataclasses.replace(cfg, camera_tokens=args.camera_tokens)
+        tok = tok.with_camera(args.camera_tokens)
     streams = policy_streams(cfg, tok)
     binding = policy_binding(streams, tok, cfg.camera_norm)
     n = store.num_episodes
