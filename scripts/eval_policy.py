@@ -29,8 +29,10 @@ the frames the demos say it ("reply right"); for one that also speaks them (`--r
 `audio.agent` tokens equal to those the demos teach on the same frames ("voice right"), and an independent
 recognizer's word error rate (pocketsphinx, speech/asr.py) on the decoded voice of the first `--judge-voice`
 episodes of each condition against the taught reply's words, beside the same recognizer on the taught tokens decoded
-(the codec's own loss) and on the clean TTS of those replies ("voice WER (taught, clean)"). Prints a table, writes
-eval.json and eval.png (bar plot).
+(the codec's own loss) and on the clean TTS of those replies ("voice WER (taught, clean)"). For every episode the
+best value each reward term reached (`best_terms` per seed); for pick_place the stages the episodes reached (the
+named object grasped by both fingers, lifted 2 cm, brought within 5 cm of its target, placed), so a failure says
+where it happened. Prints a table, writes eval.json and eval.png (bar plot).
 """
 
 import argparse
@@ -48,6 +50,8 @@ CORRECTION = ("correction", "correction-speech", "stop", "stop-untold", "stop-sp
 SPOKEN_STOPS = ("stop-speech", "stop-speech-words")
 CORRECT_FRAMES = (2, 6)
 FRAME_S = 0.08
+# pick_place stages: (name, reward term, threshold on its best value over the episode)
+PICK_STAGES = (("grasped", "grasp", 0.0), ("lifted 2 cm", "lift", 0.02), ("within 5 cm of target", "place", -0.05))
 
 
 def main() -> None:
@@ -121,8 +125,9 @@ def main() -> None:
                                    tell=cond != "stop-untold",
                                    stop_phrasing="train" if cond == "stop-speech" else "heldout")
         split = CONDITIONS.get(cond, "train")
+        best: dict[int, dict[str, float]] = {}
         res = policy.rollout(args.task, seeds, split=split, batch_size=args.batch, progress=True, hear=hear,
-                             correct=correct)
+                             correct=correct, intervene=record_best_terms(best))
         timing.append(policy.last_timing)
         results[cond] = {
             "success": float(np.mean([r["success"] for r in res])),
@@ -130,8 +135,10 @@ def main() -> None:
             "mean_length": float(np.mean([r["length"] for r in res])),
             "per_seed": [{"seed": r["seed"], "success": r["success"], "length": r["length"],
                           "command": r["command"], **({"corrected_at": r["corrected_at"]} if correct else {}),
-                          **heard.get(i, {})} for i, r in enumerate(res)],
+                          "best_terms": best.get(i, {}), **heard.get(i, {})} for i, r in enumerate(res)],
         }
+        if args.task == "pick_place":
+            results[cond]["stages"] = pick_stages(results[cond]["per_seed"])
         if heard:
             results[cond]["command_accuracy"] = float(np.mean([h["understood"] for h in heard.values()]))
         if "reply_ids" in res[0]:  # the agent's own words: said word for word on the frames the demos say them
@@ -167,6 +174,10 @@ def main() -> None:
         rep += (f" {r['voice_wer']:11.2f} ({r['voice_wer_codec']:.2f}, {r['voice_wer_clean']:.2f})"
                 if "voice_wer" in r else "")
         print(f"{cond:14} {r['success']:8.1%} {r['episodes']:9d} {r['mean_length']:9.1f} {acc}{rep}")
+    for cond, r in results.items():
+        if "stages" in r:
+            print(f"{cond}: episodes reaching each stage: "
+                  + ", ".join(f"{name} {share:.0%}" for name, share in r["stages"].items()))
     print(f"policy frame (tokenizers + model step) for {args.batch} envs at once: {per_frame * 1000:.2f} ms = "
           f"{per_frame / FRAME_S:.1%} of the 80 ms frame ({torch.get_num_threads()} threads)")
 
@@ -188,6 +199,28 @@ def main() -> None:
         print(f"listener (codec encode + model) per spoken command: {np.median(listen_rt):.3f} of its duration "
               f"(median over {len(listen_rt)} commands)")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+
+
+def record_best_terms(best: dict[int, dict[str, float]]):
+    """A `Policy.rollout` intervene hook that never intervenes: it keeps, per seed index, the best value each reward
+    term reached on the frames the policy acted from."""
+
+    def intervene(i: int, obs, info: dict, env) -> None:
+        row = best.setdefault(i, {})
+        for k, v in info.get("reward_terms", {}).items():
+            row[k] = max(row.get(k, -np.inf), float(v))
+        return None
+
+    return intervene
+
+
+def pick_stages(per_seed: list[dict]) -> dict[str, float]:
+    """The share of pick_place episodes that reached each stage (PICK_STAGES, then success)."""
+    out = {}
+    for name, term, threshold in PICK_STAGES:
+        out[name] = float(np.mean([s["best_terms"].get(term, -np.inf) > threshold or s["success"] for s in per_seed]))
+    out["placed"] = float(np.mean([s["success"] for s in per_seed]))
+    return out
 
 
 def reply_ok(policy, task: str, r: dict) -> bool:

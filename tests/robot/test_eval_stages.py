@@ -1,0 +1,54 @@
+"""eval_policy.py's per-episode best reward terms and pick_place stages, on real episodes of the pick_place env."""
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from envs.base import EnvConfig
+from robot.experts import make_expert
+
+from .test_reply import eval_policy_script
+
+
+def _episode(env, seed: int, hook, i: int, expert=None) -> bool:
+    """One episode: the hook sees the info of every state acted from (as in Policy.rollout); the expert acts, or
+    the arm holds still with the gripper open."""
+    obs, info = env.reset(seed=seed)
+    if expert is not None:
+        expert.reset()
+    success = False
+    while True:
+        assert hook(i, obs, info, env) is None  # it never intervenes
+        a = expert.act(info)[0] if expert is not None else np.array([0, 0, 0, 0, 1.0], dtype=np.float32)
+        obs, _, terminated, truncated, info = env.step(a)
+        success = success or bool(info["is_success"])
+        if terminated or truncated:
+            return success
+
+
+def test_pick_stages_from_an_expert_and_an_idle_arm():
+    ev = eval_policy_script()
+    env = gym.make(envs.TASK_IDS["pick_place"], config=EnvConfig(image_size=(32, 32)))
+    best: dict[int, dict[str, float]] = {}
+    hook = ev.record_best_terms(best)
+    expert = make_expert(env.unwrapped)
+    per_seed = []
+    for i, seed in enumerate(range(3)):
+        ok = _episode(env, seed, hook, i, expert)
+        per_seed.append({"seed": seed, "success": ok, "best_terms": best[i]})
+    idle = _episode(env, 0, hook, 3)
+    per_seed.append({"seed": 0, "success": idle, "best_terms": best[3]})
+    env.close()
+
+    assert [s["success"] for s in per_seed] == [True, True, True, False]
+    for s in per_seed[:3]:  # the expert grasped, lifted and carried before it placed (seen before the last action)
+        assert s["best_terms"]["grasp"] > 0 and s["best_terms"]["lift"] > 0.02 and s["best_terms"]["place"] > -0.05
+    still = per_seed[3]["best_terms"]
+    assert still["grasp"] == 0 and still["lift"] < 0.005 and still["place"] < -0.1
+    stages = ev.pick_stages(per_seed)
+    assert list(stages) == ["grasped", "lifted 2 cm", "within 5 cm of target", "placed"]
+    assert stages == {"grasped": 0.75, "lifted 2 cm": 0.75, "within 5 cm of target": 0.75, "placed": 0.75}
+    # a stage below one reached counts; a success counts every stage
+    half = [{"success": False, "best_terms": {"grasp": 0.25, "lift": 0.01, "place": -0.2}},
+            {"success": True, "best_terms": {}}]
+    assert ev.pick_stages(half) == {"grasped": 1.0, "lifted 2 cm": 0.5, "within 5 cm of target": 0.5, "placed": 0.5}
