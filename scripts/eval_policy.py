@@ -37,6 +37,7 @@ where it happened. Prints a table, writes eval.json and eval.png (bar plot).
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def main() -> None:
                          "voice; 0: none)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None, help="output directory (default: <ckpt>/../eval)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these conditions to the eval.json already in --out (same task and seeds; a condition "
+                         "measured again replaces its old figures); the table and plot then show them all")
     args = ap.parse_args()
     if args.seeds < 1 or args.batch < 1 or args.judge_voice < 0:
         ap.error(f"--seeds and --batch must be >= 1 and --judge-voice >= 0, got {args.seeds}, {args.batch}, "
@@ -96,6 +100,7 @@ def main() -> None:
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    earlier = load_earlier(out / "eval.json", args.task, seeds) if args.append else None
 
     listener = None
     if args.listener:
@@ -153,14 +158,17 @@ def main() -> None:
             results[cond]["success"] = float(np.mean([r["success"] for r in done])) if done else 0.0
     # per env: a batched frame serves `batch` envs (a single robot would run at batch 1: see the README figures)
     per_frame = float(np.median([t["median_frame_s"] for t in timing]))
+    if earlier is not None:
+        results, timing = merge_earlier(earlier, results, timing)
+        per_frame = float(np.median([t["median_frame_s"] for t in timing]))
     summary = {"ckpt": str(args.ckpt), "task": args.task, "seeds": [seeds[0], seeds[-1]], "batch": args.batch,
                "frame_s_median": per_frame, "frame_fraction": per_frame / FRAME_S, "timing": timing,
                "threads": torch.get_num_threads(), "conditions": results}
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
-
     if listen_rt:
         summary["listener_rt_median"] = float(np.median(listen_rt))
-        (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    elif earlier is not None and "listener_rt_median" in earlier:
+        summary["listener_rt_median"] = earlier["listener_rt_median"]
+    write_json_atomic(out / "eval.json", summary)
     says = any("reply_accuracy" in r for r in results.values())
     speaks = any("voice_accuracy" in r for r in results.values())
     judged = any("voice_wer" in r for r in results.values())
@@ -188,7 +196,8 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(4 + len(results), 3))
     names = list(results)
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(names)]
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    colors = [palette[i % len(palette)] for i in range(len(names))]
     ax.bar(names, [results[c]["success"] * 100 for c in names], color=colors)
     ax.set_ylim(0, 100)
     ax.set_ylabel("success %")
@@ -199,6 +208,35 @@ def main() -> None:
         print(f"listener (codec encode + model) per spoken command: {np.median(listen_rt):.3f} of its duration "
               f"(median over {len(listen_rt)} commands)")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
+
+
+def load_earlier(path: Path, task: str, seeds: list[int]) -> dict | None:
+    """The eval.json that --append adds to (None when there is none yet); refuses one of another task or seeds."""
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+        old_task, old_seeds, conditions = old["task"], old["seeds"], old["conditions"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        sys.exit(f"error: --append: {path} is not an eval_policy.py result ({e})")
+    if old_task != task or list(old_seeds) != [seeds[0], seeds[-1]] or not isinstance(conditions, dict):
+        sys.exit(f"error: --append: {path} holds task {old_task!r} on seeds {old_seeds}; this run is {task!r} on "
+                 f"{[seeds[0], seeds[-1]]}")
+    return old
+
+
+def merge_earlier(earlier: dict, results: dict, timing: list) -> tuple[dict, list]:
+    """--append: the earlier conditions in their order, then the new ones; one measured again takes its new figures
+    (and the new place); the frame timings of both runs."""
+    merged = {c: r for c, r in earlier["conditions"].items() if c not in results}
+    merged.update(results)
+    return merged, [*earlier.get("timing", []), *timing]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def record_best_terms(best: dict[int, dict[str, float]]):

@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import envs
 from envs.base import EnvConfig
@@ -52,3 +53,27 @@ def test_pick_stages_from_an_expert_and_an_idle_arm():
     half = [{"success": False, "best_terms": {"grasp": 0.25, "lift": 0.01, "place": -0.2}},
             {"success": True, "best_terms": {}}]
     assert ev.pick_stages(half) == {"grasped": 1.0, "lifted 2 cm": 0.5, "within 5 cm of target": 0.5, "placed": 0.5}
+
+
+def test_append_merges_conditions_and_refuses_another_run(tmp_path):
+    ev = eval_policy_script()
+    path = tmp_path / "eval.json"
+    assert ev.load_earlier(path, "push", [1000, 1099]) is None  # nothing yet: a fresh file
+    old = {"task": "push", "seeds": [1000, 1099], "timing": [{"median_frame_s": 0.01}],
+           "conditions": {"text-train": {"success": 0.8}, "speech-train": {"success": 0.5}},
+           "listener_rt_median": 0.02}
+    ev.write_json_atomic(path, old)
+    assert not path.with_name("eval.json.tmp").exists()
+    earlier = ev.load_earlier(path, "push", list(range(1000, 1100)))
+    assert earlier == old
+    results, timing = ev.merge_earlier(earlier, {"speech-train": {"success": 0.7}, "speech-heldout": {"success": 0.6}},
+                                       [{"median_frame_s": 0.03}])
+    assert list(results) == ["text-train", "speech-train", "speech-heldout"]
+    assert results["speech-train"]["success"] == 0.7 and results["text-train"]["success"] == 0.8
+    assert [t["median_frame_s"] for t in timing] == [0.01, 0.03]
+    for task, seeds in (("touch", [1000, 1099]), ("push", [1000, 1049])):
+        with pytest.raises(SystemExit, match="holds task 'push' on seeds"):
+            ev.load_earlier(path, task, seeds)
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="not an eval_policy.py result"):
+        ev.load_earlier(path, "push", [1000, 1099])
