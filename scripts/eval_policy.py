@@ -98,7 +98,6 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     earlier = load_earlier(out / "eval.json", args.task, seeds) if args.append else None
 
@@ -119,6 +118,7 @@ def main() -> None:
         sys.exit("error: stop-speech(-words) needs a listener built with stops "
                  "(make_listener_data.py --stops; a halt slot)")
 
+    out.mkdir(parents=True, exist_ok=True)  # only once every check has passed: a refused run leaves nothing
     results, timing, listen_rt = {}, [], []
     for cond in args.conditions:
         hear, heard, correct = None, {}, None

@@ -48,3 +48,12 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_codec.py"), "--ckpt", str(missing)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode != 0 and not missing.exists()
+
+
+def test_a_refused_policy_eval_makes_no_output_directory(tmp_path):
+    out = tmp_path / "eval_out"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_policy.py"), "--ckpt", "checkpoints/policy_push",
+                        "--task", "push", "--conditions", "stop", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "needs a policy trained with 'stop'" in r.stderr
+    assert not out.exists()
