@@ -12,7 +12,7 @@ LIMIT = 40 * 2**20
 
 def test_there_are_committed_checkpoints():
     names = {p.name for p in CKPTS}
-    assert {"chat", "codec_spectral", "listener", "policy_touch", "policy_push"} <= names
+    assert {"chat", "codec_spectral", "listener", "policy_touch", "policy_push", "policy_pick_place"} <= names
 
 
 @pytest.mark.parametrize("ckpt", CKPTS, ids=[p.name for p in CKPTS])
