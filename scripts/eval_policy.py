@@ -37,12 +37,12 @@ where it happened. Prints a table, writes eval.json and eval.png (bar plot).
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from multistream.atomic import atomic_write_json
 from robot import EVAL_SEEDS
 
 CONDITIONS = {"text-train": "train", "text-heldout": "heldout"}
@@ -157,10 +157,9 @@ def main() -> None:
             results[cond]["corrected_episodes"] = len(done)
             results[cond]["success"] = float(np.mean([r["success"] for r in done])) if done else 0.0
     # per env: a batched frame serves `batch` envs (a single robot would run at batch 1: see the README figures)
-    per_frame = float(np.median([t["median_frame_s"] for t in timing]))
     if earlier is not None:
         results, timing = merge_earlier(earlier, results, timing)
-        per_frame = float(np.median([t["median_frame_s"] for t in timing]))
+    per_frame = float(np.median([t["median_frame_s"] for t in timing]))
     summary = {"ckpt": str(args.ckpt), "task": args.task, "seeds": [seeds[0], seeds[-1]], "batch": args.batch,
                "frame_s_median": per_frame, "frame_fraction": per_frame / FRAME_S, "timing": timing,
                "threads": torch.get_num_threads(), "conditions": results}
@@ -168,7 +167,7 @@ def main() -> None:
         summary["listener_rt_median"] = float(np.median(listen_rt))
     elif earlier is not None and "listener_rt_median" in earlier:
         summary["listener_rt_median"] = earlier["listener_rt_median"]
-    write_json_atomic(out / "eval.json", summary)
+    atomic_write_json(out / "eval.json", summary, indent=2)
     says = any("reply_accuracy" in r for r in results.values())
     speaks = any("voice_accuracy" in r for r in results.values())
     judged = any("voice_wer" in r for r in results.values())
@@ -231,12 +230,6 @@ def merge_earlier(earlier: dict, results: dict, timing: list) -> tuple[dict, lis
     merged = {c: r for c, r in earlier["conditions"].items() if c not in results}
     merged.update(results)
     return merged, [*earlier.get("timing", []), *timing]
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def record_best_terms(best: dict[int, dict[str, float]]):

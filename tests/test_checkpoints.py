@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPTS = sorted(p for p in (ROOT / "checkpoints").iterdir() if p.is_dir())
+POLICIES = [p for p in CKPTS if p.name.startswith("policy_")]
 LIMIT = 40 * 2**20
 
 
@@ -27,8 +28,7 @@ def test_checkpoint_has_a_readme_and_stays_under_the_limit(ckpt):
             assert f.stat().st_size < LIMIT, f"{f} is {f.stat().st_size / 2**20:.1f} MB (limit 40 MB)"
 
 
-@pytest.mark.parametrize("ckpt", [p for p in CKPTS if p.name.startswith("policy_")],
-                         ids=[p.name for p in CKPTS if p.name.startswith("policy_")])
+@pytest.mark.parametrize("ckpt", POLICIES, ids=[p.name for p in POLICIES])
 def test_committed_policy_loads(ckpt):
     from robot.policy import Policy
 
